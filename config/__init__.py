@@ -1,0 +1,1 @@
+"""Chain XMLs and reconstruction presets, installed as the ``pogmdm_config`` package data."""

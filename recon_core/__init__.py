@@ -1,0 +1,1 @@
+"""Physics, prior, sampler and training for the PoGMDM reconstruction (pure PyTorch)."""

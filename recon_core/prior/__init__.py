@@ -1,0 +1,1 @@
+"""The Product-of-Gaussian-Mixture Diffusion Model image prior."""

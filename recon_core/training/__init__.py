@@ -1,0 +1,1 @@
+"""Training of the PoGMDM prior by denoising score matching."""

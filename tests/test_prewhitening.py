@@ -1,0 +1,52 @@
+"""Noise covariance and prewhitening."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recon_core.kspace import KSpaceSlice
+from recon_core.prewhitening import noise_covariance, prewhiten, prewhiten_slice, whitening_matrix
+from recon_core.testing import random_complex
+
+
+def _correlated_noise(coils: int, samples: int, device: torch.device, seed: int = 0) -> tuple:
+    """Noise ``mixing @ white`` with a fixed mixing matrix; ``seed`` picks the white samples."""
+    mixing = random_complex((coils, coils), torch.Generator().manual_seed(99), "cpu") + 3 * torch.eye(coils)
+    white = random_complex((coils, samples), torch.Generator().manual_seed(seed), "cpu") / 2**0.5
+    return (mixing @ white).to(device), (mixing @ mixing.conj().T).to(device)
+
+
+def test_whitened_noise_has_identity_covariance(device: torch.device) -> None:
+    coils = 8
+    noise, true_covariance = _correlated_noise(coils, 200_000, device)
+    covariance = noise_covariance(noise)
+    assert torch.allclose(covariance, true_covariance, atol=0.05 * float(true_covariance.abs().max()))
+    whitening = whitening_matrix(covariance)
+    whitened = prewhiten(noise, whitening)
+    identity = torch.eye(coils, dtype=torch.complex64, device=device)
+    assert torch.allclose(noise_covariance(whitened), identity, atol=1e-4)
+    # Fresh noise from the same source is white too (up to sampling error).
+    fresh, _ = _correlated_noise(coils, 200_000, device, seed=1)
+    assert torch.allclose(noise_covariance(prewhiten(fresh, whitening)), identity, atol=0.03)
+
+
+def test_prewhiten_slice_and_shapes(device: torch.device) -> None:
+    coils, height, width = 4, 8, 6
+    noise, _ = _correlated_noise(coils, 5000, device, seed=2)
+    kspace = random_complex((coils, height, width), torch.Generator().manual_seed(3), device)
+    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    mask[::2] = True
+    sl = KSpaceSlice(kspace=kspace * mask, mask=mask, noise_covariance=noise_covariance(noise))
+    white = prewhiten_slice(sl)
+    assert white.prewhitened and white.kspace.shape == kspace.shape
+    assert torch.equal(white.kspace[:, ~mask], torch.zeros_like(white.kspace[:, ~mask]))
+    assert prewhiten_slice(white) is white
+
+
+def test_bad_covariance_is_named() -> None:
+    singular = torch.zeros(3, 3, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="not positive definite"):
+        whitening_matrix(singular)
+    with pytest.raises(ValueError, match="at least as many noise samples"):
+        noise_covariance(torch.zeros(4, 2, dtype=torch.complex64))
