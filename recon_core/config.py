@@ -20,22 +20,47 @@ Initialisation = Literal["zero_filled", "noise"]
 
 @dataclass(frozen=True)
 class ReconConfig:
-    """Every knob of the joint image / coil reconstruction, with its default.
+    """Every knob of the joint image / coil reconstruction, with its default and why.
+
+    Units: images live on the normalised scale of ALGORITHM.md section 1 (the data divided by
+    the maximum of the central zero-filled RSS image, so the object's maximum is about 1).
+    The defaults are the ``balanced`` preset's choices; see ``config/presets/*.yaml``.
 
     Attributes:
-        method: ``"posterior"`` (annealed Langevin, B chains: mean and std) or ``"map"``
-            (deterministic alternating proximal gradient; no std map).
+        method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std) or
+            ``"map"`` (deterministic alternating proximal gradient; no std map).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        num_chains: B, parallel sampler chains (posterior only).
+        num_chains: B, parallel sampler chains (posterior only, >= 2 so that a std exists).
+            8 chains give a std map whose relative error is about 1 / sqrt(2 (B - 1)) = 27 %.
         num_noise_levels: L, geometric noise levels from ``sigma_max`` to ``sigma_min``.
         steps_per_level: T, Langevin steps per noise level.
-        sigma_max, sigma_min: diffusion noise range on the normalised image scale (max ~ 1).
-        step_size: eps in ``alpha_k = eps * sigma_k^2 / sigma_min^2``.
-        map_iterations: iterations of the MAP mode.
-        coil_smoothness: mu of the coil smoothness prior ``(mu/2) sum ||grad c||^2``.
-        data_weight_scale: multiplier on the automatic data weight ``1 / sigma_n^2``.
-        initialisation: image start: zero-filled RSS or noise.
-        seed: random seed (same seed, same result).
+        sigma_max: the largest diffusion noise level: 0.4, the top of the range the prior was
+            trained on (ALGORITHM.md section 3), large enough to forget the start image.
+        sigma_min: the last noise level: 0.01, 1 % of the image maximum, below the noise of
+            typical clinical data, so the last level no longer blurs.
+        step_size: Langevin step ``alpha_k = step_size * sigma_k^2`` (the spec's
+            ``eps * sigma_k^2 / sigma_min^2`` with ``eps = step_size * sigma_min^2``). Keeps the
+            step a fixed fraction of the prior's curvature at every level; stable below about 1.
+        map_iterations: iterations of the MAP mode (one image and one coil step each).
+        map_sigma: prior noise level of the MAP regulariser at the end of the continuation.
+        map_sigma_start: first prior noise level of the MAP continuation; ``sigma`` falls
+            geometrically to ``map_sigma`` over the first half of the iterations.
+        coil_smoothness: mu of the coil smoothness prior ``(mu/2) sum ||grad c||^2``, relative
+            to the unweighted data fit (noise-independent): coil detail finer than about
+            ``sqrt(mu) / u`` pixels is suppressed (``u`` the image intensity, about 1).
+        coil_update_interval: the sampler updates the coils every this many Langevin steps
+            (coils converge early; larger values save forward-model evaluations).
+        coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
+            smoothness prox with its half-power frequency at this fraction of the k-space
+            half-width; needs no calibration region.
+        data_weight_scale: multiplier on the automatic data weight ``1 / (sigma_n^2 + sigma^2)``;
+            1 is the Bayes-consistent value.
+        scale_region: the image scale is the maximum of the zero-filled RSS over the central
+            ``scale_region`` fraction of each image axis (1: the whole image).
+        final_denoise: denoise every chain once with Tweedie's formula at ``sigma_min``.
+        initialisation: image start: zero-filled coil combination or pure noise (both plus
+            ``sigma_max`` noise for the sampler).
+        seed: random seed (same seed, same result on the same device).
     """
 
     method: Method = "posterior"
@@ -47,8 +72,14 @@ class ReconConfig:
     sigma_min: float = 0.01
     step_size: float = 0.5
     map_iterations: int = 100
+    map_sigma: float = 0.02
+    map_sigma_start: float = 0.1
     coil_smoothness: float = 10.0
+    coil_update_interval: int = 1
+    coil_init_cutoff: float = 0.1
     data_weight_scale: float = 1.0
+    scale_region: float = 0.5
+    final_denoise: bool = True
     initialisation: Initialisation = "zero_filled"
     seed: int = 0
 
@@ -57,16 +88,41 @@ class ReconConfig:
             raise ValueError(f"method must be 'posterior' or 'map', got {self.method!r}")
         if self.initialisation not in ("zero_filled", "noise"):
             raise ValueError(f"initialisation must be 'zero_filled' or 'noise', got {self.initialisation!r}")
-        for name in ("num_chains", "num_noise_levels", "steps_per_level", "map_iterations"):
+        for name in (
+            "num_chains",
+            "num_noise_levels",
+            "steps_per_level",
+            "map_iterations",
+            "coil_update_interval",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("sigma_max", "sigma_min", "step_size", "data_weight_scale"):
+        for name in (
+            "sigma_max",
+            "sigma_min",
+            "step_size",
+            "data_weight_scale",
+            "map_sigma",
+            "map_sigma_start",
+        ):
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.coil_smoothness < 0.0:
             raise ValueError(f"coil_smoothness must be >= 0, got {self.coil_smoothness!r}")
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        if self.map_sigma > self.map_sigma_start:
+            raise ValueError(
+                f"map_sigma ({self.map_sigma}) must not exceed map_sigma_start ({self.map_sigma_start})"
+            )
+        if self.method == "posterior" and self.num_chains < 2:
+            raise ValueError(
+                f"the posterior method needs num_chains >= 2 for a std map, got {self.num_chains}"
+            )
+        if not 0.0 < self.coil_init_cutoff <= 1.0:
+            raise ValueError(f"coil_init_cutoff must be in (0, 1], got {self.coil_init_cutoff!r}")
+        if not 0.0 < self.scale_region <= 1.0:
+            raise ValueError(f"scale_region must be in (0, 1], got {self.scale_region!r}")
 
 
 def _field_types() -> dict[str, Any]:
