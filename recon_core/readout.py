@@ -215,3 +215,25 @@ def display_window(image: Tensor, low: float = 0.01, high: float = 0.99) -> tupl
     top = float(torch.quantile(values, high))
     width = max(top - bottom, 1e-12 * max(abs(top), 1.0))
     return 0.5 * (top + bottom), width
+
+
+def imaging_noise_scale(
+    noise_dwell_us: float,
+    acquisition_dwell_us: float,
+    relative_noise_bandwidth: float = 1.0,
+    oversampling_removed: bool = False,
+) -> float:
+    """Factor from the noise-scan covariance to the noise covariance of imaging samples.
+
+    White receiver noise has a variance proportional to the sampling bandwidth ``1 / dwell``,
+    so a noise scan sampled with a longer dwell time sees less noise per sample than the
+    imaging readouts: the factor is ``noise_dwell / acquisition_dwell``. The noise scan averages
+    the receiver filter's roll-off over its whole band (its equivalent noise bandwidth is
+    ``relative_noise_bandwidth`` of the sampling bandwidth); once the readout oversampling is
+    removed only the flat centre of the band is left, whose noise is higher by
+    ``1 / relative_noise_bandwidth``. Unknown (non-positive) dwell times count as equal.
+    """
+    ratio = noise_dwell_us / acquisition_dwell_us if noise_dwell_us > 0 and acquisition_dwell_us > 0 else 1.0
+    if oversampling_removed and relative_noise_bandwidth > 0:
+        ratio /= relative_noise_bandwidth
+    return ratio

@@ -10,6 +10,7 @@ from recon_core.readout import (
     crop_or_pad,
     display_window,
     fit_to_recon_grid,
+    imaging_noise_scale,
     place_lines,
     readout_support,
     remove_readout_oversampling,
@@ -116,3 +117,10 @@ def test_display_window_spans_the_quantiles() -> None:
     assert centre == pytest.approx(50.0, abs=0.1)
     assert width == pytest.approx(98.0, abs=0.1)
     assert display_window(torch.zeros(4, 4))[1] > 0.0
+
+
+def test_imaging_noise_scale_follows_dwell_time_and_bandwidth() -> None:
+    assert imaging_noise_scale(20.0, 2.5) == pytest.approx(8.0)
+    assert imaging_noise_scale(5.0, 5.0, 0.8, oversampling_removed=True) == pytest.approx(1.25)
+    assert imaging_noise_scale(5.0, 5.0, 0.8, oversampling_removed=False) == pytest.approx(1.0)
+    assert imaging_noise_scale(0.0, 5.0) == 1.0

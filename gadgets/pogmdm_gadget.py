@@ -1,0 +1,262 @@
+"""Gadgetron Python gadget targets: raw acquisitions or ReconData in, ISMRMRD images out.
+
+Chain XMLs name them as ``<execute name="gadgets.pogmdm_gadget" target="..." type="python"/>``:
+
+* :func:`reconstruct_acquisitions` takes raw readouts (message 1008) and assembles each slice
+  itself (noise prewhitening, readout oversampling, line placement), reconstructing at every
+  ACQ_LAST_IN_SLICE and flushing what is left when the stream closes;
+* :func:`reconstruct_buffers` takes ReconData (message 1023) from BucketToBufferGadget.
+
+Anything else on the connection is passed on unchanged. A slice that fails is logged on
+stderr *and* reported to Gadgetron as an ERROR message (id 8, which Gadgetron's external
+channel turns into a failed chain); the gadget then raises :class:`ReconstructionError` when the
+stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import ismrmrd
+from gadgetron.types import ReconData
+
+from gadgets.assembly import SliceAssembler, SliceData, assemble_slice, describe
+from gadgets.buffers import slices_from_recon_data
+from gadgets.encoding import EncodingInfo, encoding_from_header
+from gadgets.images import ReconOutput, images_for_slice
+from gadgets.settings import GadgetSettings, settings_from_xml
+from recon_core.config import ReconConfig
+from recon_core.kspace import KSpaceSlice
+
+log = logging.getLogger("pogmdm.gadget")
+
+GADGET_MESSAGE_ERROR = 8
+
+Reconstruct = Callable[..., ReconOutput]
+
+
+class ReconstructionError(RuntimeError):
+    """One or more slices of the stream could not be reconstructed (details were sent as ERROR)."""
+
+
+@dataclass(frozen=True)
+class GadgetError:
+    """An ERROR message (id 8, u64 length, UTF-8 text) for the Gadgetron side."""
+
+    text: str
+
+
+def write_error(destination: Any, error: GadgetError) -> None:
+    """Serialise a :class:`GadgetError` on a gadgetron ``Connection`` socket wrapper."""
+    payload = error.text.encode("utf-8")
+    destination.write(struct.pack("<H", GADGET_MESSAGE_ERROR) + struct.pack("<Q", len(payload)) + payload)
+
+
+def reconstruct_acquisitions(connection: Any) -> None:
+    """Gadget target for raw acquisitions (ISMRMRD message 1008)."""
+    run_gadget(connection, "acquisitions")
+
+
+def reconstruct_buffers(connection: Any) -> None:
+    """Gadget target for ReconData (message 1023) from BucketToBufferGadget."""
+    run_gadget(connection, "buffers")
+
+
+def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = None) -> None:
+    """Serve one Gadgetron connection.
+
+    Args:
+        connection: a ``gadgetron.external.Connection`` (CONFIG and HEADER already read).
+        source: ``"acquisitions"`` or ``"buffers"``.
+        reconstruct: the reconstruction callable; default
+            ``recon_core.reconstruction.reconstruct``.
+
+    Raises:
+        ValueError: for a bad configuration or header (also sent as an ERROR message).
+        ReconstructionError: when any slice failed (each also sent as an ERROR message).
+    """
+    _guard_end_of_stream(connection)
+    connection.add_writer(lambda item: isinstance(item, GadgetError), write_error)
+    try:
+        settings = _settings(connection)
+        encoding = encoding_from_header(connection.header)
+        recon = reconstruct if reconstruct is not None else load_reconstruct()
+    except Exception as error:
+        _report(connection, f"pogmdm gadget cannot start: {error}")
+        raise
+    log.info(
+        "pogmdm %s gadget: preset %s, method %s, device %s; encoded %s, recon %s, header version %s",
+        source,
+        settings.preset,
+        settings.recon.method,
+        settings.recon.device,
+        encoding.encoded_matrix,
+        encoding.recon_matrix,
+        encoding.header_version,
+    )
+    session = _Session(connection, settings, encoding, recon)
+    if source == "acquisitions":
+        session.run_acquisitions()
+    elif source == "buffers":
+        session.run_buffers()
+    else:
+        raise ValueError(f"unknown gadget source {source!r}")
+    session.finish()
+
+
+def load_reconstruct() -> Reconstruct:
+    """``recon_core.reconstruction.reconstruct``, with a clear error where it is missing."""
+    try:
+        from recon_core.reconstruction import reconstruct
+    except ImportError as error:
+        raise RuntimeError(f"the reconstruction entry point is not available: {error}") from error
+    return reconstruct
+
+
+class _Session:
+    """State of one connection: settings, counters and failures."""
+
+    def __init__(
+        self, connection: Any, settings: GadgetSettings, encoding: EncodingInfo, reconstruct: Reconstruct
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.encoding = encoding
+        self.reconstruct = reconstruct
+        self.done = 0
+        self.failures: list[str] = []
+
+    def run_acquisitions(self) -> None:
+        # Waveforms (ECG, respiration) are consumed here: nothing downstream writes them.
+        self.connection.filter(lambda item: isinstance(item, ismrmrd.Acquisition | ismrmrd.Waveform))
+        assembler = SliceAssembler(self.encoding)
+        waveforms = 0
+        for item in self.connection:
+            if isinstance(item, ismrmrd.Waveform):
+                waveforms += 1
+                continue
+            data = assembler.add(item)
+            if data is not None:
+                self.process(data)
+        leftovers = assembler.flush()
+        if leftovers:
+            log.info(
+                "stream closed with %d slice(s) without LAST_IN_SLICE: reconstructing them", len(leftovers)
+            )
+        for data in leftovers:
+            self.process(data)
+        if assembler.skipped or waveforms:
+            log.info("skipped readouts: %s; waveforms dropped: %d", dict(assembler.skipped), waveforms)
+
+    def run_buffers(self) -> None:
+        self.connection.filter(ReconData)
+        for recon_data in self.connection:
+            try:
+                slices: Iterable[SliceData] = slices_from_recon_data(recon_data, self.encoding)
+            except Exception as error:
+                self.fail(f"ReconData could not be read: {type(error).__name__}: {error}", error)
+                continue
+            for data in slices:
+                self.process(data)
+
+    def process(self, data: SliceData) -> None:
+        label = describe(data.index)
+        start = time.perf_counter()
+        try:
+            assembled = assemble_slice(data, self.encoding)
+            kspace: KSpaceSlice = assembled.kspace
+            log.info(
+                "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
+                label,
+                assembled.num_lines,
+                assembled.num_calibration_lines,
+                kspace.num_coils,
+                kspace.shape,
+                kspace.acceleration,
+                kspace.prewhitened,
+            )
+            config: ReconConfig = self.settings.recon
+            result = self.reconstruct(kspace, config, progress=_ProgressLog(label))
+            images = images_for_slice(result, assembled, self.encoding, self.settings, self.done + 1)
+        except Exception as error:
+            self.fail(f"{label} failed: {type(error).__name__}: {error}", error)
+            return
+        for image in images:
+            self.connection.send(image)
+        self.done += 1
+        log.info("%s: %d image(s) sent in %.1f s", label, len(images), time.perf_counter() - start)
+
+    def fail(self, text: str, error: BaseException) -> None:
+        log.error("pogmdm: %s", text, exc_info=error)
+        self.failures.append(text)
+        _report(self.connection, f"pogmdm: {text}")
+
+    def finish(self) -> None:
+        if self.failures:
+            summary = f"{len(self.failures)} reconstruction(s) failed, {self.done} succeeded: " + "; ".join(
+                self.failures
+            )
+            log.error("pogmdm: %s", summary)
+            raise ReconstructionError(summary)
+        if self.done == 0:
+            text = "the stream held no imaging data: no image was reconstructed"
+            log.error("pogmdm: %s", text)
+            _report(self.connection, f"pogmdm: {text}")
+            raise ReconstructionError(text)
+        log.info("pogmdm: %d slice(s) reconstructed", self.done)
+
+
+class _ProgressLog:
+    """``progress(step, total)`` callback logging about every tenth of the way."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.last_tenth = -1
+
+    def __call__(self, step: int, total: int) -> None:
+        tenth = (10 * step) // max(total, 1)
+        if tenth > self.last_tenth:
+            self.last_tenth = tenth
+            log.info("%s: step %d/%d", self.label, step, total)
+
+
+def _settings(connection: Any) -> GadgetSettings:
+    if connection.config is None and connection.raw_bytes.config.strip():
+        raise ValueError(f"the CONFIG message is not valid XML: {connection.raw_bytes.config[:200]!r}")
+    return settings_from_xml(connection.config)
+
+
+def _report(connection: Any, text: str) -> None:
+    """Send an ERROR message; a peer that has gone away is logged, not raised."""
+    try:
+        connection.send(GadgetError(text))
+    except OSError as error:
+        log.error("could not send the error to the peer (%s): %s", error, text)
+
+
+def _guard_end_of_stream(connection: Any) -> None:
+    """Make reads on a closed socket raise instead of spinning.
+
+    gadgetron 1.4.1's ``SocketWrapper.read`` loops forever when the peer disconnects without a
+    CLOSE message (``recv`` returning ``b""``); this replaces the wrapper's ``read`` on this
+    connection with one that raises :class:`ConnectionError`.
+    """
+    wrapper = connection.socket
+    raw: socket.socket = wrapper.socket
+
+    def read(count: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < count:
+            chunk = raw.recv(count - len(chunks), socket.MSG_WAITALL)
+            if not chunk:
+                raise ConnectionError("the Gadgetron side closed the connection without a CLOSE message")
+            chunks += chunk
+        return bytes(chunks)
+
+    wrapper.read = read

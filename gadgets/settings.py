@@ -1,0 +1,171 @@
+"""The external node's ``<configuration>`` properties, parsed into typed settings.
+
+Gadgetron sends the ``<configuration>`` element of the chain's ``<external>`` node to the Python
+process as the CONFIG message. Its ``<property>`` children (either ``<property name="k"
+value="v"/>`` or ``<property><name>k</name><value>v</value></property>``) are read here:
+
+* ``preset`` picks a shipped preset (``config/presets/NAME.yaml``) as the base;
+* every :class:`recon_core.config.ReconConfig` field (``method``, ``device``, ``num_chains``,
+  ``seed``, ...) and the short aliases in :data:`ALIASES` override it;
+* the gadget-only properties in :data:`GADGET_PROPERTIES` control the output.
+
+An unknown property, a duplicate or a bad value raises :class:`ValueError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from recon_core.config import ReconConfig, config_from_mapping, load_preset
+
+T = TypeVar("T")
+
+DEFAULT_PRESET = "fast"
+
+#: Short property names accepted beside the ``ReconConfig`` field names.
+ALIASES: dict[str, str] = {
+    "chains": "num_chains",
+    "steps": "steps_per_level",
+    "levels": "num_noise_levels",
+    "iterations": "map_iterations",
+}
+
+#: Properties read by the gadget itself (not reconstruction settings), with their meaning.
+GADGET_PROPERTIES: dict[str, str] = {
+    "preset": f"base preset name (default {DEFAULT_PRESET!r})",
+    "output_variance": "also send the posterior std map as its own series (needs method posterior)",
+    "image_series": "image_series_index of the reconstructed images (default 1)",
+    "std_series": "image_series_index of the std maps (default 2)",
+}
+
+
+@dataclass(frozen=True)
+class GadgetSettings:
+    """Everything the gadget needs from its ``<configuration>``.
+
+    Attributes:
+        recon: the reconstruction settings handed to ``recon_core``.
+        preset: the preset they started from.
+        output_variance: send the posterior std map as a second series.
+        image_series: ``image_series_index`` of the images.
+        std_series: ``image_series_index`` of the std maps.
+        properties: the raw properties as received (for the image comments).
+    """
+
+    recon: ReconConfig
+    preset: str = DEFAULT_PRESET
+    output_variance: bool = False
+    image_series: int = 1
+    std_series: int = 2
+    properties: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.output_variance and self.recon.method != "posterior":
+            raise ValueError(
+                "output_variance=true needs method 'posterior' (the MAP mode has no std map); "
+                f"preset {self.preset!r} gives method {self.recon.method!r}"
+            )
+        for name in ("image_series", "std_series"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(
+                    f"{name} must fit an unsigned 16-bit series index, got {getattr(self, name)}"
+                )
+        if self.output_variance and self.image_series == self.std_series:
+            raise ValueError(f"image_series and std_series must differ, both are {self.image_series}")
+
+
+def properties_from_xml(configuration: ElementTree.Element | None) -> dict[str, str]:
+    """``{name: value}`` of the ``<property>`` children of a ``<configuration>`` element.
+
+    Only direct children count (a full chain document is not mistaken for a configuration).
+
+    Raises:
+        ValueError: for a property without a name or a name given twice.
+    """
+    if configuration is None:
+        return {}
+    properties: dict[str, str] = {}
+    for node in configuration:
+        if _local_name(node.tag) != "property":
+            continue
+        name = node.get("name")
+        value = node.get("value")
+        for child in node:
+            if _local_name(child.tag) == "name":
+                name = (child.text or "").strip()
+            elif _local_name(child.tag) == "value":
+                value = child.text or ""
+        if not name:
+            raise ValueError(
+                f"a <property> without a name in the configuration: {ElementTree.tostring(node)!r}"
+            )
+        if name in properties:
+            raise ValueError(f"property {name!r} is given twice in the configuration")
+        properties[name] = (value or "").strip()
+    return properties
+
+
+def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
+    """Turn ``<configuration>`` properties into :class:`GadgetSettings`.
+
+    Raises:
+        ValueError: naming an unknown property or a bad value.
+    """
+    values = dict(properties)
+    preset = values.pop("preset", DEFAULT_PRESET) or DEFAULT_PRESET
+    output_variance = _gadget_value(values, "output_variance", parse_bool, False)
+    image_series = _gadget_value(values, "image_series", int, 1)
+    std_series = _gadget_value(values, "std_series", int, 2)
+    overrides: dict[str, str] = {}
+    known = {field.name for field in dataclasses.fields(ReconConfig)}
+    for name, value in values.items():
+        key = ALIASES.get(name, name)
+        if key not in known:
+            accepted = sorted(known | set(ALIASES) | set(GADGET_PROPERTIES))
+            raise ValueError(f"unknown property {name!r}; accepted: {', '.join(accepted)}")
+        if key in overrides:
+            raise ValueError(f"property {name!r} repeats {key!r}")
+        overrides[key] = value
+    recon = config_from_mapping(overrides, base=load_preset(preset))
+    return GadgetSettings(
+        recon=recon,
+        preset=preset,
+        output_variance=output_variance,
+        image_series=image_series,
+        std_series=std_series,
+        properties=tuple(sorted(properties.items())),
+    )
+
+
+def settings_from_xml(configuration: ElementTree.Element | None) -> GadgetSettings:
+    """:func:`settings_from_properties` of :func:`properties_from_xml`."""
+    return settings_from_properties(properties_from_xml(configuration))
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _gadget_value(values: dict[str, str], name: str, convert: Callable[[str], T], default: T) -> T:
+    if name not in values:
+        return default
+    raw = values.pop(name)
+    try:
+        return convert(raw)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"bad value {raw!r} for property {name!r}: {error}") from None
+
+
+def _local_name(tag: object) -> str:
+    text = tag if isinstance(tag, str) else ""
+    return text.rsplit("}", 1)[-1]
