@@ -42,11 +42,11 @@ NO_CHAIN_REASON = "config/ has no chain XML yet (config/*.xml is written by the 
 
 
 def _load(name: str) -> ModuleType:
-    """Import a script from docker/ (not a package) under ``name``."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "docker" / f"{name}.py")
+    """Import the script docker/NAME.py (docker/ is not a package) as module ``docker_NAME``."""
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", REPO / "docker" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -527,11 +527,11 @@ MUST_STAY_OUT = [
     ".pytest_cache/v/cache/lastfailed",
     ".ruff_cache/0.5.0/abc",
     ".venv/bin/python",
-    "build/lib/gadgets/raw_gadget.py",
+    "build/lib/gadgets/pogmdm_gadget.py",
     "dist/pogmdm_gadgetron-0.1.0-py3-none-any.whl",
     "pogmdm_gadgetron.egg-info/PKG-INFO",
     "recon_core/__pycache__/kspace.cpython-310.pyc",
-    "gadgets/__pycache__/raw_gadget.cpython-310.pyc",
+    "gadgets/__pycache__/pogmdm_gadget.cpython-310.pyc",
     "gadgets/site_scan_dropped_here.h5",
     "config/meas_MID00042.dat",
     "recon_core/training/runs/epoch3.ckpt",
@@ -543,7 +543,7 @@ MUST_GO_IN = [
     "recon_core/__init__.py",
     "recon_core/prior/weights/pogmdm.safetensors",
     "recon_core/prior/weights/pogmdm.json",
-    "gadgets/raw_gadget.py",
+    "gadgets/pogmdm_gadget.py",
     "gadgets/demo/demo_raw.h5",
     "config/pogmdm.xml",
     "config/presets/balanced.yaml",
