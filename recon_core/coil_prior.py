@@ -27,10 +27,17 @@ from recon_core.operators import LinearOperator
 
 
 def _dct_last_axis(x: Tensor) -> Tensor:
-    """Orthonormal DCT-II of a real tensor along its last axis."""
+    """Orthonormal DCT-II of a real tensor along its last axis.
+
+    Makhoul: with ``v = (x_0, x_2, ..., x_3, x_1)`` and ``V = FFT(v)``,
+    ``X_k = Re(exp(-i pi k / 2N) V_k)``; ``V_k = conj(V_{N-k})`` lets a real FFT supply the
+    upper half.
+    """
     n = x.shape[-1]
     reordered = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)
-    spectrum = torch.fft.fft(reordered, dim=-1)
+    half_spectrum = torch.fft.rfft(reordered, dim=-1)  # V_0 .. V_{n // 2}
+    upper = half_spectrum[..., 1 : n - n // 2].flip(-1).conj()  # V_{n//2+1} .. V_{n-1}
+    spectrum = torch.cat([half_spectrum, upper], dim=-1)
     k = torch.arange(n, device=x.device, dtype=x.dtype)
     twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
     coefficients = (spectrum * twiddle).real
@@ -46,12 +53,13 @@ def _idct_last_axis(coefficients: Tensor) -> Tensor:
     scale = torch.full((n,), math.sqrt(2.0 / n), device=device, dtype=dtype)
     scale[0] = math.sqrt(1.0 / n)
     unnormalised = coefficients / scale
-    # V_k = exp(i pi k / 2N) (X_k - i X_{N-k}), with X_N = 0.
+    # V_k = exp(i pi k / 2N) (X_k - i X_{N-k}), X_N = 0; V is Hermitian, so k <= N / 2 suffice.
+    kept = n // 2 + 1
     mirrored = torch.cat([torch.zeros_like(unnormalised[..., :1]), unnormalised[..., 1:].flip(-1)], dim=-1)
-    k = torch.arange(n, device=device, dtype=dtype)
+    k = torch.arange(kept, device=device, dtype=dtype)
     twiddle = torch.polar(torch.ones_like(k), math.pi * k / (2 * n))
-    spectrum = torch.complex(unnormalised, -mirrored) * twiddle
-    reordered = torch.fft.ifft(spectrum, dim=-1).real
+    spectrum = torch.complex(unnormalised[..., :kept], -mirrored[..., :kept]) * twiddle
+    reordered = torch.fft.irfft(spectrum, n=n, dim=-1)
     half = (n + 1) // 2
     out = torch.empty_like(coefficients)
     out[..., ::2] = reordered[..., :half]
@@ -94,13 +102,15 @@ class DCT2Operator(LinearOperator):
         return x
 
 
-def laplacian_eigenvalues(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
-    """``w_kl`` of the Neumann Laplacian on an ``H x W`` grid: ``(H, W)`` float32, in [0, 8)."""
+def laplacian_eigenvalues(
+    height: int, width: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """``w_kl`` of the Neumann Laplacian on an ``H x W`` grid: ``(H, W)`` of ``dtype``, in [0, 8)."""
     k = torch.arange(height, device=device, dtype=torch.float64)
     ell = torch.arange(width, device=device, dtype=torch.float64)
     rows = 2.0 - 2.0 * torch.cos(math.pi * k / height)
     cols = 2.0 - 2.0 * torch.cos(math.pi * ell / width)
-    return (rows[:, None] + cols[None, :]).to(torch.float32)
+    return (rows[:, None] + cols[None, :]).to(dtype)
 
 
 def finite_differences(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,5 +140,5 @@ def smoothness_prox(coils: Tensor, weight: Tensor | float) -> Tensor:
             (e.g. ``(B, 1, 1, 1)`` for one step size per chain).
     """
     height, width = coils.shape[-2:]
-    eigenvalues = laplacian_eigenvalues(height, width, coils.device)
+    eigenvalues = laplacian_eigenvalues(height, width, coils.device, coils.real.dtype)
     return idct2(dct2(coils) / (1.0 + weight * eigenvalues))

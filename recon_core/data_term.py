@@ -18,12 +18,11 @@ or a ``(B,)`` tensor. ``D`` is invariant to a global rescaling of ``c`` (only ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-
-from recon_core.operators import FFT2Operator
 
 # Added under the square root of the coil RSS so that s = c / R stays finite where all
 # coils vanish; tiny against the normalised coils (RMS of R is 1, see normalise_coil_scale).
@@ -58,9 +57,30 @@ def _batch_weight(weight: Tensor | float, target: Tensor) -> Tensor:
     return tensor
 
 
+def _centring_phases(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(psi, phi)`` with ``fftshift(fft(ifftshift(x)))[k] = phi_k * fft(psi * x)[k]``, any length.
+
+    With the centre ``m = n // 2``: ``psi_n = exp(2 pi i m n / N)``,
+    ``phi_k = exp(2 pi i m k / N) exp(-2 pi i m^2 / N)``.
+    """
+    centre = length // 2
+    index = torch.arange(length, dtype=torch.float64)
+    psi = torch.polar(torch.ones_like(index), 2.0 * math.pi * centre * index / length)
+    phi = psi * complex(
+        math.cos(2.0 * math.pi * centre**2 / length), -math.sin(2.0 * math.pi * centre**2 / length)
+    )
+    return psi.to(device=device, dtype=torch.complex64), phi.to(device=device, dtype=torch.complex64)
+
+
 @dataclass(frozen=True)
 class JointDataTerm:
     """Multi-coil Cartesian data term for the joint image / coil problem.
+
+    The centred orthonormal FFT ``F`` of :class:`recon_core.operators.FFT2Operator` is
+    evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps ``psi`` (image side) and
+    ``phi`` (k-space side) instead of two ``fftshift`` copies. Residuals are kept in the
+    "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;
+    only :meth:`residual` / :meth:`value` / the gradients consume them.
 
     Attributes:
         kspace: ``(C, H, W)`` complex64 measured data ``y`` on the normalised scale, zeros
@@ -70,6 +90,9 @@ class JointDataTerm:
 
     kspace: Tensor
     mask: Tensor
+    _image_phase: Tensor = field(init=False, repr=False)
+    _kspace_unshifted: Tensor = field(init=False, repr=False)
+    _mask_float: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kspace.ndim != 3 or not self.kspace.is_complex():
@@ -81,11 +104,20 @@ class JointDataTerm:
                 f"mask must be bool {tuple(self.kspace.shape[-2:])}, "
                 f"got {self.mask.dtype} {tuple(self.mask.shape)}"
             )
+        height, width = self.kspace.shape[-2:]
+        psi_h, phi_h = _centring_phases(height, self.kspace.device)
+        psi_w, phi_w = _centring_phases(width, self.kspace.device)
+        phi = phi_h[:, None] * phi_w[None, :]
+        object.__setattr__(self, "_image_phase", psi_h[:, None] * psi_w[None, :])
+        object.__setattr__(self, "_mask_float", self.mask.to(self.kspace.real.dtype))
+        object.__setattr__(
+            self, "_kspace_unshifted", (phi.conj() * self.kspace * self.mask).to(self.kspace.dtype)
+        )
 
     def residual(self, image: Tensor, coils: Tensor) -> Tensor:
-        """``r_c = M F(u s_c) - y_c``: ``(B, C, H, W)`` complex."""
-        coil_images = image.unsqueeze(-3) * normalised_coils(coils)
-        return FFT2Operator().forward(coil_images) * self.mask - self.kspace
+        """``r' = conj(phi) (M F(u s_c) - y_c)``: ``(B, C, H, W)`` complex (norm of the residual)."""
+        modulated = normalised_coils(coils) * (image.unsqueeze(-3) * self._image_phase)
+        return torch.fft.fft2(modulated, norm="ortho") * self._mask_float - self._kspace_unshifted
 
     def value(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
@@ -96,16 +128,17 @@ class JointDataTerm:
         return 0.5 * _batch_weight(weight, squared) * squared
 
     def back_projection(self, residual: Tensor) -> Tensor:
-        """``g_c = F^H M^H r_c``: ``(B, C, H, W)`` complex coil images."""
-        return FFT2Operator().adjoint(residual * self.mask)
+        """``g_c = F^H M^H r_c`` from a residual of :meth:`residual`: ``(B, C, H, W)`` complex."""
+        return torch.fft.ifft2(residual * self._mask_float, norm="ortho") * self._image_phase.conj()
 
     def grad_image(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
     ) -> Tensor:
         """``grad_u D``: ``(B, H, W)`` real."""
         residual = self.residual(image, coils) if residual is None else residual
-        back = self.back_projection(residual)
-        combined = (normalised_coils(coils).conj() * back).sum(dim=-3).real
+        back = torch.fft.ifft2(residual * self._mask_float, norm="ortho")
+        modulated_coils = normalised_coils(coils) * self._image_phase
+        combined = (modulated_coils.conj() * back).sum(dim=-3).real
         return _batch_weight(weight, combined) * combined
 
     def grad_coils(

@@ -27,12 +27,10 @@ INITIAL_COIL_STEP = 1.0
 
 @dataclass(frozen=True)
 class MapResult:
-    """``image``: ``(B, H, W)`` float32 >= 0; ``coils``: ``(B, C, H, W)`` complex64 (un-normalised);
-    ``objective``: the final image objective per batch entry ``(B,)``."""
+    """``image``: ``(B, H, W)`` float32 >= 0; ``coils``: ``(B, C, H, W)`` complex64 (un-normalised)."""
 
     image: Tensor
     coils: Tensor
-    objective: Tensor
     iterations: int
 
 
@@ -63,15 +61,16 @@ def solve_map(
     image_steps = torch.full((batch,), 1.0 / float(weights[0]), device=image.device)
     coil_steps = torch.full((batch,), INITIAL_COIL_STEP, device=image.device)
     residual = data_term.residual(image, coils)
-    objective = torch.zeros(batch, device=image.device)
+    gradient: Tensor | None = None
     total = len(sigmas)
     for iteration, (sigma, weight) in enumerate(zip(sigmas, weights, strict=True)):
         image_result = image_step(
-            data_term, prior, image, coils, image_steps, float(weight), float(sigma), residual
+            data_term, prior, image, coils, image_steps, float(weight), float(sigma), residual, gradient
         )
-        image, image_steps, objective = image_result.image, image_result.step, image_result.objective
+        image, image_steps = image_result.image, image_result.step
         coil_result = coil_step(data_term, image, coils, coil_steps, coil_smoothness, image_result.residual)
         coils, coil_steps, residual = coil_result.coils, coil_result.step, coil_result.residual
+        gradient = None  # the coils changed: the image gradient must be recomputed
         if progress is not None:
             progress(iteration + 1, total)
-    return MapResult(image=image, coils=coils, objective=objective, iterations=total)
+    return MapResult(image=image, coils=coils, iterations=total)

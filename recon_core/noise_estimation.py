@@ -9,13 +9,19 @@ Two sources, in order of preference:
 
 1. A noise pre-scan: after prewhitening (``recon_core.prewhitening``) every coil has unit
    complex variance, ``E|n|^2 = 1``, so ``sigma_n = 1 / sqrt(2)`` exactly.
-2. No pre-scan: a robust estimate from the acquired data themselves (:func:`estimate_noise_std`):
-   the median absolute value of the real and imaginary parts of the outermost acquired
-   k-space samples (all coils pooled), ``sigma_n = 1.4826 * median(|v|)``. Far from the
-   centre the signal of an MR image has decayed to a few outliers, which the median ignores.
-   Where the outer k-space still holds signal (heavily cropped readout, or data whose image
-   background was masked to zero) the estimate is biased upwards, which weakens the data
-   weight slightly rather than over-fitting noise.
+2. No pre-scan: an estimate from the acquired data themselves (:func:`estimate_noise_std`),
+   from the outermost acquired k-space samples (the 10 % of acquired positions farthest from
+   the centre). With several coils, the smallest eigenvalue of their ``C x C`` coil covariance:
+   white noise adds ``2 sigma_n^2`` to every eigenvalue while the signal of smooth coil
+   sensitivities concentrates in a few directions, so the smallest eigenvalue is the noise
+   floor (as the tail singular values of an ESPIRiT calibration matrix). It is divided by the
+   Marchenko-Pastur edge factor ``(1 - sqrt(C / N))^2`` (the bias of the smallest eigenvalue
+   of a sample covariance of ``N`` samples). With one coil, the median absolute value of the
+   real and imaginary parts, ``1.4826 * median(|v|)``. Where the outer k-space still holds
+   signal in every direction (a sharp-edged synthetic object, heavily cropped readout) the
+   estimate is biased upwards, which only weakens the data weight. Where the noise is
+   correlated between coils (no prewhitening) the smallest eigenvalue reflects the least noisy
+   coil combination, so it is biased downwards: prewhiten whenever a noise scan exists.
 
 Both are converted to the normalised scale by dividing by the image scale factor.
 """
@@ -47,7 +53,7 @@ def kspace_radius(height: int, width: int, device: torch.device | str = "cpu") -
 def estimate_noise_std(
     kspace: Tensor, mask: Tensor, outer_fraction: float = 0.1, min_samples: int = 64
 ) -> float:
-    """Robust ``sigma_n`` (per real component) from the outermost acquired k-space samples.
+    """``sigma_n`` (per real component) from the outermost acquired k-space samples.
 
     Args:
         kspace: ``(C, H, W)`` complex data, zero where not acquired.
@@ -60,21 +66,27 @@ def estimate_noise_std(
         ``sigma_n`` in the units of ``kspace``.
 
     Raises:
-        ValueError: if the selected samples are all exactly zero (noise-free synthetic data
-            cannot give a noise level: pass one, or add noise).
+        ValueError: if the selected samples give a zero noise level (noise-free synthetic
+            data cannot give one: pass a noise covariance, or add noise).
     """
     if not 0.0 < outer_fraction <= 1.0:
         raise ValueError(f"outer_fraction must be in (0, 1], got {outer_fraction}")
     radius = kspace_radius(*mask.shape, device=mask.device)[mask]
-    samples = kspace[:, mask]  # (C, N_acquired)
     count = radius.numel()
     keep = min(count, max(min_samples, round(outer_fraction * count)))
-    outer = torch.topk(radius, keep).indices
-    values = torch.cat([samples[:, outer].real.flatten(), samples[:, outer].imag.flatten()])
-    estimate = MAD_TO_STD * float(values.abs().median())
+    outer = kspace[:, mask][:, torch.topk(radius, keep).indices].to(torch.complex128)  # (C, N)
+    coils = outer.shape[0]
+    if coils >= 2 and keep > 4 * coils:
+        covariance = outer @ outer.conj().T / keep
+        smallest = float(torch.linalg.eigvalsh(covariance)[0].clamp_min(0.0))
+        edge = (1.0 - math.sqrt(coils / keep)) ** 2
+        estimate = math.sqrt(smallest / edge / 2.0)
+    else:
+        values = torch.cat([outer.real.flatten(), outer.imag.flatten()])
+        estimate = MAD_TO_STD * float(values.abs().median())
     if not estimate > 0.0:
         raise ValueError(
-            "cannot estimate the noise level: the outer acquired k-space samples are exactly zero "
-            "(noise-free data?)"
+            "cannot estimate the noise level: the outer acquired k-space samples carry no noise "
+            "(noise-free data?); pass a noise covariance"
         )
     return estimate

@@ -100,14 +100,10 @@ def initial_coils(zero_filled_coil_images: Tensor, cutoff: float) -> Tensor:
 
 
 def _load_prior(device: torch.device) -> DiffusionImagePrior:
-    try:
-        from recon_core.prior import load_default_prior  # type: ignore[attr-defined]
-    except ImportError as error:
-        raise RuntimeError(
-            "no prior given and recon_core.prior.load_default_prior is not available; "
-            "pass a DiffusionImagePrior explicitly"
-        ) from error
-    return load_default_prior(device)
+    """The shipped PoGMDM in its fast inference view (tabulated ``psi'``)."""
+    from recon_core.prior import load_default_prior
+
+    return load_default_prior(device).tabulated()
 
 
 def _noise_level(data: KSpaceSlice) -> tuple[float, str]:
