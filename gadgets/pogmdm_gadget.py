@@ -87,6 +87,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
         recon = reconstruct if reconstruct is not None else load_reconstruct()
+        prior = load_image_prior(settings)
     except Exception as error:
         _report(connection, f"pogmdm gadget cannot start: {error}")
         raise
@@ -100,7 +101,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         encoding.recon_matrix,
         encoding.header_version,
     )
-    session = _Session(connection, settings, encoding, recon)
+    session = _Session(connection, settings, encoding, recon, prior)
     if source == "acquisitions":
         session.run_acquisitions()
     elif source == "buffers":
@@ -108,6 +109,20 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
     else:
         raise ValueError(f"unknown gadget source {source!r}")
     session.finish()
+
+
+def load_image_prior(settings: GadgetSettings) -> Any:
+    """The image prior, loaded once per connection on the reconstruction device.
+
+    ``settings.prior_weights`` names a weights file; empty means the shipped default prior.
+    """
+    from recon_core.device import resolve_device
+    from recon_core.prior import load_default_prior, load_prior
+
+    device = resolve_device(settings.recon.device)
+    if settings.prior_weights:
+        return load_prior(settings.prior_weights, device)
+    return load_default_prior(device)
 
 
 def load_reconstruct() -> Reconstruct:
@@ -123,12 +138,18 @@ class _Session:
     """State of one connection: settings, counters and failures."""
 
     def __init__(
-        self, connection: Any, settings: GadgetSettings, encoding: EncodingInfo, reconstruct: Reconstruct
+        self,
+        connection: Any,
+        settings: GadgetSettings,
+        encoding: EncodingInfo,
+        reconstruct: Reconstruct,
+        prior: Any,
     ) -> None:
         self.connection = connection
         self.settings = settings
         self.encoding = encoding
         self.reconstruct = reconstruct
+        self.prior = prior
         self.done = 0
         self.failures: list[str] = []
 
@@ -182,7 +203,7 @@ class _Session:
                 kspace.prewhitened,
             )
             config: ReconConfig = self.settings.recon
-            result = self.reconstruct(kspace, config, progress=_ProgressLog(label))
+            result = self.reconstruct(kspace, config, prior=self.prior, progress=_ProgressLog(label))
             images = images_for_slice(result, assembled, self.encoding, self.settings, self.done + 1)
         except Exception as error:
             self.fail(f"{label} failed: {type(error).__name__}: {error}", error)

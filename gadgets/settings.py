@@ -40,6 +40,7 @@ GADGET_PROPERTIES: dict[str, str] = {
     "output_variance": "also send the posterior std map as its own series (needs method posterior)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "std_series": "image_series_index of the std maps (default 2)",
+    "prior_weights": "path of a PoGMDM weights file (.safetensors); default: the shipped prior",
 }
 
 
@@ -53,6 +54,7 @@ class GadgetSettings:
         output_variance: send the posterior std map as a second series.
         image_series: ``image_series_index`` of the images.
         std_series: ``image_series_index`` of the std maps.
+        prior_weights: weights file of the image prior, ``""`` for the shipped default.
         properties: the raw properties as received (for the image comments).
     """
 
@@ -61,6 +63,7 @@ class GadgetSettings:
     output_variance: bool = False
     image_series: int = 1
     std_series: int = 2
+    prior_weights: str = ""
     properties: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -120,6 +123,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
     output_variance = _gadget_value(values, "output_variance", parse_bool, False)
     image_series = _gadget_value(values, "image_series", int, 1)
     std_series = _gadget_value(values, "std_series", int, 2)
+    prior_weights = values.pop("prior_weights", "")
     overrides: dict[str, str] = {}
     known = {field.name for field in dataclasses.fields(ReconConfig)}
     for name, value in values.items():
@@ -137,6 +141,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
         output_variance=output_variance,
         image_series=image_series,
         std_series=std_series,
+        prior_weights=prior_weights,
         properties=tuple(sorted(properties.items())),
     )
 
