@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -177,14 +178,21 @@ class _Session:
 
     def run_buffers(self) -> None:
         self.connection.filter(ReconData)
-        for recon_data in self.connection:
-            try:
-                slices: Iterable[SliceData] = slices_from_recon_data(recon_data, self.encoding)
-            except Exception as error:
-                self.fail(f"ReconData could not be read: {type(error).__name__}: {error}", error)
-                continue
-            for data in slices:
-                self.process(data)
+        with warnings.catch_warnings():
+            # gadgetron 1.4.1 puts ctypes headers into an object array; numpy warns about their
+            # buffer format (harmless: the headers stay ctypes objects).
+            warnings.filterwarnings("ignore", "A builtin ctypes object gave a PEP3118", RuntimeWarning)
+            for recon_data in self.connection:
+                self._buffered_item(recon_data)
+
+    def _buffered_item(self, recon_data: Any) -> None:
+        try:
+            slices: Iterable[SliceData] = slices_from_recon_data(recon_data, self.encoding)
+        except Exception as error:
+            self.fail(f"ReconData could not be read: {type(error).__name__}: {error}", error)
+            return
+        for data in slices:
+            self.process(data)
 
     def process(self, data: SliceData) -> None:
         label = describe(data.index)
