@@ -15,6 +15,7 @@ stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silen
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import struct
@@ -22,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ismrmrd
@@ -83,7 +85,9 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         ReconstructionError: when any slice failed (each also sent as an ERROR message).
     """
     _guard_end_of_stream(connection)
-    connection.add_writer(lambda item: isinstance(item, GadgetError), write_error)
+    # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument
+    # lambda that send() then calls with two (destination, item) and fails.
+    connection.writers.insert(0, (lambda item: isinstance(item, GadgetError), write_error))
     try:
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
@@ -115,15 +119,21 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
 def load_image_prior(settings: GadgetSettings) -> Any:
     """The image prior, loaded once per connection on the reconstruction device.
 
-    ``settings.prior_weights`` names a weights file; empty means the shipped default prior.
+    ``settings.prior`` is a weights file (``.safetensors``), ``MODULE:NAME`` of a prior class or
+    factory (called without arguments), or empty for the shipped default prior.
     """
     from recon_core.device import resolve_device
     from recon_core.prior import load_default_prior, load_prior
 
     device = resolve_device(settings.recon.device)
-    if settings.prior_weights:
-        return load_prior(settings.prior_weights, device)
-    return load_default_prior(device)
+    spec = settings.prior
+    if not spec:
+        return load_default_prior(device)
+    if ":" in spec and not Path(spec).exists():
+        module, _, name = spec.partition(":")
+        factory = getattr(importlib.import_module(module), name)
+        return factory() if callable(factory) else factory
+    return load_prior(spec, device)
 
 
 def load_reconstruct() -> Reconstruct:

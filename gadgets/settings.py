@@ -40,7 +40,8 @@ GADGET_PROPERTIES: dict[str, str] = {
     "output_variance": "also send the posterior std map as its own series (needs method posterior)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "std_series": "image_series_index of the std maps (default 2)",
-    "prior_weights": "path of a PoGMDM weights file (.safetensors); default: the shipped prior",
+    "prior": "image prior: a PoGMDM weights file (.safetensors) or MODULE:NAME of a prior class; "
+    "default: the shipped prior",
 }
 
 
@@ -54,7 +55,8 @@ class GadgetSettings:
         output_variance: send the posterior std map as a second series.
         image_series: ``image_series_index`` of the images.
         std_series: ``image_series_index`` of the std maps.
-        prior_weights: weights file of the image prior, ``""`` for the shipped default.
+        prior: the image prior: a weights file, ``MODULE:NAME`` of a prior class / factory (called
+            without arguments), or ``""`` for the shipped default.
         properties: the raw properties as received (for the image comments).
     """
 
@@ -63,7 +65,7 @@ class GadgetSettings:
     output_variance: bool = False
     image_series: int = 1
     std_series: int = 2
-    prior_weights: str = ""
+    prior: str = ""
     properties: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -123,7 +125,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
     output_variance = _gadget_value(values, "output_variance", parse_bool, False)
     image_series = _gadget_value(values, "image_series", int, 1)
     std_series = _gadget_value(values, "std_series", int, 2)
-    prior_weights = values.pop("prior_weights", "")
+    prior = values.pop("prior", "")
     overrides: dict[str, str] = {}
     known = {field.name for field in dataclasses.fields(ReconConfig)}
     for name, value in values.items():
@@ -141,7 +143,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
         output_variance=output_variance,
         image_series=image_series,
         std_series=std_series,
-        prior_weights=prior_weights,
+        prior=prior,
         properties=tuple(sorted(properties.items())),
     )
 

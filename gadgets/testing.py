@@ -1,6 +1,6 @@
 """Helpers shared by the gadget, wire-protocol and replay tests (not used by the product).
 
-* :func:`test_prior_weights`: a weights file for the image prior: the shipped one where it
+* :func:`prior_weights_for_tests`: a weights file for the image prior: the shipped one where it
   exists, else a freshly initialised (untrained) PoGMDM written once to ``folder``, so the
   end-to-end tests run before trained weights land;
 * :func:`shepp_logan_raw`: a raw file from Debian's ``ismrmrd_generate_cartesian_shepp_logan``
@@ -16,7 +16,7 @@ from pathlib import Path
 GENERATOR = "ismrmrd_generate_cartesian_shepp_logan"
 
 
-def test_prior_weights(folder: Path) -> Path:
+def prior_weights_for_tests(folder: Path) -> Path:
     """The shipped prior weights, or an untrained prior saved to ``folder``."""
     from recon_core.prior.io import default_weights_path, save_prior
     from recon_core.prior.model import PoGMDM
@@ -28,9 +28,6 @@ def test_prior_weights(folder: Path) -> Path:
     if not path.is_file():
         save_prior(PoGMDM(), path)
     return path
-
-
-test_prior_weights.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def generator_available() -> bool:
@@ -46,13 +43,15 @@ def shepp_logan_raw(
     repetitions: int = 1,
     noise_readout: bool = True,
     noise_level: float = 0.05,
+    calibration_width: int = 0,
 ) -> Path:
-    """Run the Debian generator (``-m -c -a -r [-C] -n``) and return ``path``."""
+    """Run the Debian generator (``-m -c -a -w -r [-C] -n``) and return ``path``."""
     command = [
         GENERATOR,
         "-m", str(matrix),
         "-c", str(coils),
         "-a", str(acceleration),
+        "-w", str(calibration_width),
         "-r", str(repetitions),
         "-n", str(noise_level),
         "-o", str(path),

@@ -50,7 +50,7 @@ def test_gadget_only_properties() -> None:
     )
     assert settings.output_variance is True
     assert (settings.image_series, settings.std_series) == (11, 12)
-    assert settings_from_properties({"prior_weights": "/x/y.safetensors"}).prior_weights == "/x/y.safetensors"
+    assert settings_from_properties({"prior": "/x/y.safetensors"}).prior == "/x/y.safetensors"
 
 
 @pytest.mark.parametrize(
