@@ -1,0 +1,238 @@
+"""The PoGMDM prior: analytic score vs autograd, analytic diffusion vs Monte Carlo, constraints,
+tabulated fast path, shipped weights and the Tweedie denoiser."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recon_core.phantom import shepp_logan
+from recon_core.prior import DiffusionImagePrior, PoGMDM, PoGMDMConfig, load_default_prior
+from recon_core.prior.mixture import (
+    GaussianMixtureExperts,
+    mixture_derivative,
+    mixture_potential,
+    project_onto_simplex,
+)
+from recon_core.prior.shearlet import ShearletFilterBank
+from recon_core.training.trainer import dsm_loss
+
+
+def perturbed_model(bank: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> PoGMDM:
+    """A prior with random (non-default) weights, scales and filters, still feasible."""
+    generator = torch.Generator().manual_seed(seed)
+    model = PoGMDM(PoGMDMConfig(bank=bank)).to(dtype)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * param.abs().mean() * torch.randn(param.shape, generator=generator, dtype=dtype))
+        model.experts.scales.copy_(
+            4.0 + 4.0 * torch.rand(model.num_filters, generator=generator, dtype=dtype)
+        )
+        model.project_()
+    return model
+
+
+def smooth_phantom(size: int = 96) -> torch.Tensor:
+    """Shepp-Logan blurred by a Gaussian of 1.5 px (``(size, size)``, max about 1)."""
+    image = shepp_logan(size)
+    frequency = torch.fft.fftfreq(size)
+    blur = torch.exp(-2.0 * (torch.pi * 1.5) ** 2 * (frequency[:, None] ** 2 + frequency[None, :] ** 2))
+    return torch.fft.ifft2(torch.fft.fft2(image) * blur).real
+
+
+@pytest.mark.parametrize("bank", ["shearlet", "conv"])
+def test_score_is_minus_autograd_gradient_of_energy(bank: str, device: torch.device) -> None:
+    model = perturbed_model(bank).to(device)
+    generator = torch.Generator().manual_seed(1)
+    x = (
+        (0.6 * torch.rand(2, 21, 26, generator=generator, dtype=torch.float64))
+        .to(device)
+        .requires_grad_(True)
+    )
+    sigma = torch.tensor([0.03, 0.25], dtype=torch.float64, device=device)
+    (gradient,) = torch.autograd.grad(model.energy(x, sigma).sum(), x)
+    with torch.no_grad():
+        score = model.score(x, sigma)
+    error = ((score + gradient).norm() / gradient.norm()).item()
+    assert error < 1e-4, f"{bank}: relative error {error:.2e}"
+
+
+def test_mixture_derivative_backward_matches_finite_differences() -> None:
+    generator = torch.Generator().manual_seed(2)
+    means = torch.linspace(-0.5, 0.5, 9, dtype=torch.float64)
+    points = (0.4 * torch.randn(2, 5, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    log_weights = torch.log_softmax(
+        torch.randn(2, 9, generator=generator, dtype=torch.float64), -1
+    ).requires_grad_(True)
+    std = torch.tensor([[0.1], [0.3]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda y, w, s: mixture_derivative(y, w, s, means, 16), (points, log_weights, std)
+    )
+
+
+def test_mixture_derivative_is_derivative_of_potential() -> None:
+    generator = torch.Generator().manual_seed(3)
+    means = torch.linspace(-0.5, 0.5, 125, dtype=torch.float64)
+    points = (0.7 * torch.randn(3, 50, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    log_weights = torch.log_softmax(3.0 * torch.randn(3, 125, generator=generator, dtype=torch.float64), -1)
+    std = torch.tensor([[0.008], [0.05], [0.4]], dtype=torch.float64)
+    (autograd,) = torch.autograd.grad(mixture_potential(points, log_weights, std, means).sum(), points)
+    analytic = mixture_derivative(points.detach(), log_weights, std, means, chunk_elements=1000)
+    assert torch.allclose(analytic, autograd, rtol=1e-9, atol=1e-9)
+
+
+def test_diffused_expert_density_matches_monte_carlo() -> None:
+    """p_j(y; s(sigma)) must equal the clean expert density convolved with N(0, (lambda eta sigma)^2)."""
+    generator = torch.Generator().manual_seed(4)
+    experts = GaussianMixtureExperts(1, 125, 0.5).double()
+    with torch.no_grad():
+        experts.half_weights.copy_(torch.rand(1, 63, generator=generator, dtype=torch.float64) ** 4)
+        experts.scales.fill_(1.7)
+        experts.project_()
+    gain, sigma, samples = torch.tensor([0.8], dtype=torch.float64), 0.1, 400_000
+    components = torch.multinomial(experts.weights()[0], samples, replacement=True, generator=generator)
+    clean = experts.means[components] + experts.base_std * torch.randn(
+        samples, generator=generator, dtype=torch.float64
+    )
+    noisy = clean + 1.7 * 0.8 * sigma * torch.randn(samples, generator=generator, dtype=torch.float64)
+    edges = torch.linspace(-0.8, 0.8, 81, dtype=torch.float64)
+    observed = torch.histogram(noisy, bins=edges).hist / samples
+    centres = 0.5 * (edges[1:] + edges[:-1])
+
+    def predicted(std: torch.Tensor) -> torch.Tensor:
+        potential = mixture_potential(centres[None], experts.log_weights(), std.reshape(1, 1), experts.means)
+        return torch.exp(-potential[0]) * (edges[1] - edges[0])
+
+    diffused = predicted(experts.component_std(gain, torch.tensor([sigma], dtype=torch.float64)))
+    tolerance = 5.0 * torch.sqrt(diffused / samples) + 2e-4
+    assert torch.all((observed - diffused).abs() < tolerance)
+    undiffused = predicted(torch.tensor(experts.base_std, dtype=torch.float64))
+    assert not torch.all((observed - undiffused).abs() < tolerance), "the check cannot tell the widths apart"
+
+
+def test_simplex_projection_is_the_euclidean_projection() -> None:
+    generator = torch.Generator().manual_seed(5)
+    values = torch.randn(4, 11, generator=generator, dtype=torch.float64) * 0.3
+    projected = project_onto_simplex(values, floor=0.0)
+    assert torch.allclose(projected.sum(-1), torch.ones(4, dtype=torch.float64))
+    for row in range(4):  # KKT: w = max(v - tau, 0) with one tau per row
+        active = projected[row] > 0
+        taus = (values[row] - projected[row])[active]
+        assert torch.allclose(taus, taus[0].expand_as(taus))
+        assert torch.all(values[row][~active] <= taus[0] + 1e-12)
+
+
+def test_training_step_keeps_all_constraints() -> None:
+    torch.manual_seed(6)
+    model = PoGMDM()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    clean = smooth_phantom(48)[None].repeat(2, 1, 1)
+    levels, group = torch.tensor([0.05, 0.3]), torch.tensor([0, 1])
+    loss = dsm_loss(model, clean, levels, group, torch.randn(2, 48, 48), table_points=257, margin=4)
+    loss.backward()
+    optimizer.step()
+    assert not torch.allclose(model.experts.weights().sum(-1), torch.ones(model.num_filters), atol=1e-4)
+    model.project_()
+    weights = model.experts.weights()
+    assert torch.allclose(weights.sum(-1), torch.ones(model.num_filters), atol=1e-6)
+    assert torch.all(weights >= 1e-14)
+    assert torch.equal(weights, weights.flip(-1))
+    assert torch.all(model.experts.scales >= 0)
+    bank = model.bank
+    assert isinstance(bank, ShearletFilterBank)
+    assert abs(bank.lowpass.sum().item() - 1.0) < 1e-6
+    assert abs(bank.fan.abs().sum().item() - 1.0) < 1e-5
+
+
+def test_conv_bank_projection_is_zero_mean_orthonormal() -> None:
+    model = PoGMDM(PoGMDMConfig(bank="conv"))
+    with torch.no_grad():
+        model.bank.kernels.add_(
+            0.2 * torch.randn(model.bank.kernels.shape, generator=torch.Generator().manual_seed(7))
+        )
+    model.project_()
+    flat = model.bank.kernels.flatten(1)
+    assert torch.allclose(flat @ flat.T, torch.eye(48), atol=1e-5)
+    assert flat.sum(1).abs().max() < 1e-5
+    assert model.num_parameters() == 48 * 63 + 48 + 48 * 49
+
+
+def test_parameter_count_of_the_shearlet_prior() -> None:
+    assert PoGMDM().num_parameters() == 20 * 63 + 20 + 9 + 17 * 17 == 1578
+
+
+def test_shearlets_are_real_and_point_along_their_shear() -> None:
+    bank = ShearletFilterBank()
+    omega = 2 * torch.pi * torch.fft.fftfreq(64, dtype=torch.float64)
+    with torch.no_grad():
+        transfer = bank.double().transfer(omega, omega)
+    kernels = torch.fft.ifft2(transfer)
+    assert kernels.imag.abs().max() < 1e-12 * kernels.real.abs().max()
+    energy = transfer.abs().square()
+    omega_y, omega_x = omega[:, None].expand(64, 64), omega[None, :].expand(64, 64)
+    for index, label in enumerate(bank.labels()):
+        shear = int(label.split("k")[1].split("/")[0]) / 2
+        main, other = (omega_x, omega_y) if label.startswith("h") else (omega_y, omega_x)
+        mask = main.abs() < 0.75 * torch.pi  # away from the aliased corners
+        slope = (energy[index] * mask * other * main).sum() / (energy[index] * mask * main.square()).sum()
+        assert abs(slope.item() - shear) < 0.12, f"{label}: slope {slope.item():.3f}"
+
+
+def test_any_size_and_per_image_sigma() -> None:
+    model = perturbed_model("shearlet", dtype=torch.float32)
+    x = torch.rand(3, 37, 50, generator=torch.Generator().manual_seed(8))
+    sigma = torch.tensor([0.01, 0.1, 0.3])
+    with torch.no_grad():
+        batch = model.score(x, sigma)
+        single = torch.cat([model.score(x[i : i + 1], float(sigma[i])) for i in range(3)])
+    assert batch.shape == x.shape
+    assert torch.allclose(batch, single, rtol=1e-4, atol=1e-3)
+
+
+def test_transfer_cache_follows_parameter_updates() -> None:
+    model = PoGMDM()
+    with torch.no_grad():
+        before = model.transfer(32, 32, torch.float32).clone()
+        model.bank.fan.mul_(-1.0)
+        after = model.transfer(32, 32, torch.float32)
+    assert torch.allclose(after, -before, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PoGMDM:
+    return load_default_prior("cpu")
+
+
+def test_shipped_prior_gives_finite_score_on_320(shipped: PoGMDM) -> None:
+    assert isinstance(shipped, DiffusionImagePrior)
+    assert shipped.num_parameters() == 1578
+    x = torch.nn.functional.pad(smooth_phantom(300), (10, 10, 10, 10))[None]
+    with torch.no_grad():
+        score = shipped.score(x + 0.05 * torch.randn_like(x), 0.05)
+    assert score.shape == (1, 320, 320)
+    assert torch.isfinite(score).all()
+    assert score.abs().max() > 0
+
+
+def test_tabulated_score_matches_exact(shipped: PoGMDM, device: torch.device) -> None:
+    model = shipped.to(device)
+    fast = model.tabulated(4097)
+    clean = smooth_phantom(64).to(device)[None]
+    generator = torch.Generator().manual_seed(9)
+    for sigma in (0.005, 0.05, 0.4):
+        noisy = clean + sigma * torch.randn(clean.shape, generator=generator).to(device)
+        with torch.no_grad():
+            exact, approximate = model.score(noisy, sigma), fast.score(noisy, sigma)
+        error = ((exact - approximate).norm() / exact.norm()).item()
+        assert error < 2e-3, f"sigma {sigma}: tabulated relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.1, 0.2])
+def test_tweedie_denoiser_reduces_error(shipped: PoGMDM, sigma: float) -> None:
+    clean = smooth_phantom(96)[None]
+    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        denoised = shipped.tabulated().denoise(noisy, sigma)
+    noisy_error = (noisy - clean).square().mean()
+    denoised_error = (denoised - clean).square().mean()
+    assert denoised_error < 0.5 * noisy_error, f"MSE {denoised_error:.2e} vs noisy {noisy_error:.2e}"

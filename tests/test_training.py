@@ -1,0 +1,110 @@
+"""Training: the ``pogmdm-train`` CLI on a tiny folder, checkpoint + resume determinism, the
+data readers and the interpretability plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recon_core.phantom import shepp_logan
+from recon_core.prior import load_prior
+from recon_core.training.cli import main
+from recon_core.training.data import PatchSampler, folder_sources
+
+TINY = ["--crop-size", "16", "--margin", "4", "--batch-size", "2", "--table-points", "65", "--device", "cpu"]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """Three small MR-like images: a phantom (.npy), a 3D stack (.npy) and a PNG."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    phantom = shepp_logan(40).numpy()
+    np.save(folder / "phantom.npy", phantom)
+    np.save(folder / "stack.npy", np.stack([np.roll(phantom, shift, axis=1) * 0.7 for shift in (3, 6)]))
+    matplotlib.image.imsave(
+        folder / "noisy.png", np.clip(phantom + 0.05 * rng.standard_normal(phantom.shape), 0, 1), cmap="gray"
+    )
+    return folder
+
+
+def run_cli(folder: Path, out_dir: Path, steps: int, *extra: str) -> None:
+    arguments = ["train", "--data", str(folder), "--steps", str(steps), "--out-dir", str(out_dir)]
+    assert main([*arguments, "--seed", "3", "--no-progress", "--checkpoint-every", "2", *TINY, *extra]) == 0
+
+
+def test_cli_trains_checkpoints_and_resumes_deterministically(tiny_folder: Path, tmp_path: Path) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    export = tmp_path / "exported" / "prior.safetensors"
+    run_cli(tiny_folder, straight, 4, "--export", str(export))
+    run_cli(tiny_folder, interrupted, 2)
+    halfway = load_file(str(interrupted / "checkpoint.safetensors"))
+    run_cli(tiny_folder, interrupted, 4, "--resume")
+
+    first = load_file(str(straight / "checkpoint.safetensors"))
+    second = load_file(str(interrupted / "checkpoint.safetensors"))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    assert not torch.equal(halfway["model.experts.half_weights"], first["model.experts.half_weights"])
+
+    state = json.loads((straight / "checkpoint.json").read_text())
+    assert state["step"] == 4 and len(state["losses"]) == 4 and all(np.isfinite(state["losses"]))
+    record = json.loads(export.with_suffix(".json").read_text())
+    assert record["steps"] == 4 and record["seed"] == 3 and np.isfinite(record["final_loss"])
+    assert "--resume" not in record["command_line"] and record["data"]
+    model = load_prior(export)
+    assert torch.equal(model.experts.half_weights, first["model.experts.half_weights"])
+
+
+def test_resume_without_checkpoint_fails(tiny_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        run_cli(tiny_folder, tmp_path / "empty", 2, "--resume")
+
+
+def test_plot_subcommand_writes_png(tiny_folder: Path, tmp_path: Path) -> None:
+    run_cli(tiny_folder, tmp_path / "run", 1)
+    out = tmp_path / "filters.png"
+    assert (
+        main(
+            [
+                "plot",
+                "--weights",
+                str(tmp_path / "run" / "prior.safetensors"),
+                "--out",
+                str(out),
+                "--sigmas",
+                "0",
+                "0.1",
+            ]
+        )
+        == 0
+    )
+    assert out.stat().st_size > 10_000
+    assert matplotlib.image.imread(out).ndim == 3
+
+
+def test_folder_reader_handles_npy_png_and_fastmri_h5(tiny_folder: Path) -> None:
+    rng = np.random.default_rng(1)
+    image = shepp_logan(32).numpy()
+    coils = image[None] * (1.0 + 0.3 * rng.standard_normal((4, 1, 1)))
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coils, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    with h5py.File(tiny_folder / "scan.h5", "w") as handle:
+        handle["kspace"] = kspace[None].astype(np.complex64)
+    sources = {Path(source.name).name: source for source in folder_sources(tiny_folder)}
+    assert set(sources) == {"phantom.npy", "stack.npy", "noisy.png", "scan.h5"}
+    assert len(sources["stack.npy"].images) == 2
+    rss = sources["scan.h5"].images[0]
+    assert rss.max() == pytest.approx(1.0)
+    assert np.corrcoef(rss.ravel(), image.ravel())[0, 1] > 0.99
+    patches = PatchSampler(list(sources.values()), 48).sample(5, np.random.default_rng(2))
+    assert patches.shape == (5, 48, 48) and patches.dtype == np.float32
+    assert np.all(patches.max(axis=(1, 2)) > 0)
