@@ -50,8 +50,12 @@ class ReconResult:
     """What :func:`reconstruct` returns.
 
     Attributes:
-        image: ``(H, W)`` float32 magnitude in the units of the input k-space (scaling undone);
-            the posterior mean for ``method="posterior"``, the MAP estimate otherwise.
+        image: ``(H, W)`` float32 magnitude in the units of the input k-space (the internal
+            normalisation is undone). Where the slice carries a noise covariance and is not yet
+            prewhitened, it is prewhitened first and the image is in those whitened units
+            (noise of unit complex variance per k-space sample, i.e. SNR units, as Gadgetron's
+            own reconstructions after noise adjustment). The posterior mean for
+            ``method="posterior"``, the MAP estimate otherwise.
         std: ``(H, W)`` float32 pixel-wise posterior standard deviation (same units), or
             ``None`` for the MAP method.
         coil_maps: ``(C, H, W)`` complex64 RSS-normalised sensitivities ``s_c``.
