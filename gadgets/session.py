@@ -308,7 +308,8 @@ class _ChildPeer(_Peer):
             log.info("starting %s", " ".join(command[1:]))
             self.process = subprocess.Popen(command, env=environment)
             server.settimeout(0.5)
-            connect_deadline = min(self.deadline, time.monotonic() + 120.0)
+            wait = min(self.deadline - time.monotonic(), 120.0)
+            connect_deadline = time.monotonic() + wait
             while True:
                 try:
                     connection, _ = server.accept()
@@ -319,7 +320,9 @@ class _ChildPeer(_Peer):
                             f"the gadget process exited (status {self.process.returncode}) before connecting"
                         ) from None
                     if time.monotonic() > connect_deadline:
-                        raise SessionError("the gadget process did not connect within 120 s") from None
+                        raise SessionError(
+                            f"timed out: the gadget process did not connect within {wait:.0f} s"
+                        ) from None
         connection.settimeout(0.5)
         return connection
 

@@ -13,6 +13,7 @@ iterations and one CPU thread keep every run short.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +23,11 @@ import pytest
 import torch
 
 from gadgets.chains import load_chain, override_properties
-from gadgets.demo_data import SyntheticScan, write_synthetic_raw
+from gadgets.demo_data import SyntheticScan, header_xml, write_synthetic_raw
 from gadgets.emulation import emulate_chain
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
-from gadgets.session import SessionOutcome, run_session
+from gadgets.session import SessionError, SessionOutcome, run_session
 from gadgets.testing import generator_available, shepp_logan_raw
 from recon_core.prior.io import default_weights_path
 
@@ -167,6 +168,8 @@ def test_execute_mode_r3_with_an_old_header_version(raw_files: dict[str, Path]) 
 def test_connect_mode_current_header_and_variance_series(tmp_path: Path) -> None:
     scan = SyntheticScan(matrix=32, coils=4, acceleration=2, calibration_lines=8, slices=2)
     raw = write_synthetic_raw(tmp_path / "synthetic.h5", scan)
+    with ismrmrd.Dataset(str(raw), "dataset", create_if_needed=False) as dataset:
+        assert parse_header(dataset.read_xml_header()).version == 2  # the current schema version
     properties = {"chains": "2", "levels": "3", "steps": "1"}
     outcome, acquisitions = replay(raw, chain="pogmdm_variance", mode="connect", properties=properties)
     assert outcome.ok, outcome.errors
@@ -248,3 +251,24 @@ def test_failures_are_reported_and_exit_non_zero(tmp_path: Path) -> None:
     bad, _ = replay(raw, properties={"num_chain": "2"})
     assert not bad.ok and bad.exit_code != 0 and not bad.images
     assert any("unknown property 'num_chain'" in error for error in bad.errors)
+
+
+def sleeping_target(connection: object) -> None:
+    """A gadget that hangs (never answers)."""
+    time.sleep(120)
+
+
+def test_a_hanging_gadget_times_out_and_is_stopped() -> None:
+    start = time.monotonic()
+    with pytest.raises(SessionError, match="timed out"):
+        run_session(
+            "test_gadget_wire",
+            "sleeping_target",
+            "<configuration/>",
+            header_xml(SyntheticScan()).encode(),
+            [],
+            mode="execute",
+            timeout=10.0,
+            env=CHILD_ENV,
+        )
+    assert time.monotonic() - start < 60.0
