@@ -29,9 +29,17 @@ def dtft_1d(taps: Tensor, omega: Tensor) -> Tensor:
     Returns:
         Complex tensor shaped like ``omega``.
     """
-    positions = centred_positions(taps.shape[-1], taps.device, taps.dtype)
-    phase = omega.unsqueeze(-1) * positions
-    return torch.complex(torch.cos(phase), -torch.sin(phase)) @ taps.to(_complex_dtype(taps.dtype))
+    centre = taps.shape[-1] // 2
+    cos_1, sin_1 = torch.cos(omega), torch.sin(omega)
+    # Chebyshev recurrences for cos(n w), sin(n w): two transcendental calls per point.
+    cos_prev, sin_prev, cos_n, sin_n = torch.ones_like(omega), torch.zeros_like(omega), cos_1, sin_1
+    real, imag = taps[centre] * cos_prev, torch.zeros_like(omega)
+    for n in range(1, centre + 1):
+        real = real + (taps[centre + n] + taps[centre - n]) * cos_n
+        imag = imag - (taps[centre + n] - taps[centre - n]) * sin_n
+        cos_prev, cos_n = cos_n, 2.0 * cos_1 * cos_n - cos_prev
+        sin_prev, sin_n = sin_n, 2.0 * cos_1 * sin_n - sin_prev
+    return torch.complex(real, imag)
 
 
 def centred_positions(length: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -245,9 +245,11 @@ class PoGMDM(nn.Module):
         sigma_b = sigma_vector(sigma, x.shape[0], x)[:, None, None]
         return x + sigma_b.square() * self.score(x, sigma)
 
-    def tables(self, sigma: Tensor, num_points: int) -> PotentialTables:
-        """Tabulated ``psi'`` for the noise levels ``sigma`` ``(G,)`` (differentiable in the weights)."""
-        return build_tables(self.experts, self.component_std(sigma), num_points)
+    def tables(self, sigma: Tensor, num_points: int, nodes_per_std: float | None = None) -> PotentialTables:
+        """Tabulated ``psi'`` for the noise levels ``sigma`` ``(G,)`` (differentiable in the
+        weights); ``nodes_per_std`` as in :func:`build_tables`."""
+        std = self.component_std(sigma)
+        return build_tables(self.experts, std, num_points, nodes_per_std=nodes_per_std)
 
     def score_tabulated(self, x: Tensor, sigma: Tensor, tables: PotentialTables, group: Tensor) -> Tensor:
         """Score with ``psi'`` interpolated from ``tables``; ``group`` ``(B,)`` picks each image's table."""

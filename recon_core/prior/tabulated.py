@@ -15,6 +15,7 @@ constants.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,20 +54,27 @@ def build_tables(
     num_points: int = DEFAULT_TABLE_POINTS,
     range_stds: float = RANGE_STDS,
     chunk_elements: int | None = None,
+    nodes_per_std: float | None = None,
 ) -> PotentialTables:
     """Tabulate every expert's ``psi'`` at the component standard deviations ``std``.
 
     Args:
         experts: the mixtures (weights, means).
         std: ``(G, J)`` component standard deviations ``s_j(sigma_g)``.
-        num_points: nodes per table (>= 2).
+        num_points: nodes per table (>= 2); with ``nodes_per_std`` the most nodes.
         range_stds: half-width of the table beyond the grid radius, in units of ``s``.
         chunk_elements: temporary-size bound passed to :func:`mixture_derivative`.
+        nodes_per_std: if given, use only as many nodes as needed for a spacing of
+            ``s / nodes_per_std`` at the smallest ``s`` (capped at ``num_points``): wide
+            components give smooth ``psi'`` that need few nodes (used in training).
     """
     if num_points < 2:
         raise ValueError(f"num_points must be >= 2, got {num_points}")
     groups, num_experts = std.shape
     half_width = (experts.radius + range_stds * std).detach()
+    if nodes_per_std is not None:
+        needed = float((2.0 * half_width / std.detach()).max()) * nodes_per_std + 1.0
+        num_points = max(2, min(num_points, math.ceil(needed)))
     spacing = 2.0 * half_width / (num_points - 1)
     steps = torch.arange(num_points, device=std.device, dtype=std.dtype)
     nodes = -half_width.unsqueeze(-1) + steps * spacing.unsqueeze(-1)

@@ -10,10 +10,11 @@ variance: 1 for a prior that does nothing. Patches carry a ``margin`` of context
 interior on which the loss is taken, so the periodic boundary of the FFT filters does not
 teach the prior about artificial edges.
 
-``psi'`` is tabulated at each step's noise levels (exact values at ``table_points`` nodes per
-expert, differentiable in the weights) and interpolated: at ``1025`` nodes the error is far
-below the loss noise, and it avoids ``K = 125`` exponentials per response, which would make
-a step about 10 times slower on a CPU. Every step draws its data and noise from generators
+``psi'`` is tabulated at each step's noise levels (exact values at up to ``table_points``
+nodes per expert, at least 16 per component width ``s`` where that takes fewer; the values
+are differentiable in the weights) and interpolated: the error is far below the loss noise,
+and it avoids ``K = 125`` exponentials per response, which would make a step about 10 times
+slower on a CPU. Every step draws its data and noise from generators
 seeded by ``(seed, step)``, so a resumed run repeats an uninterrupted one exactly.
 """
 
@@ -111,6 +112,7 @@ def dsm_loss(
     noise: Tensor,
     table_points: int,
     margin: int,
+    nodes_per_std: float | None = 16.0,
 ) -> Tensor:
     """Denoising score-matching loss (see the module docstring) with tabulated ``psi'``.
 
@@ -120,7 +122,7 @@ def dsm_loss(
         group: ``(B,)`` long, the level of every patch.
         noise: ``(B, H, W)`` standard normal.
     """
-    tables = model.tables(levels, table_points)
+    tables = model.tables(levels, table_points, nodes_per_std)
     sigma = levels[group]
     score = model.score_tabulated(clean + sigma[:, None, None] * noise, sigma, tables, group)
     residual = -sigma[:, None, None] * score - noise
