@@ -24,6 +24,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -94,26 +95,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return report(plan, outcome, args)
 
 
+@dataclass(frozen=True)
 class ReplayPlan:
-    """Everything decided before the gadget starts (all validation happens here)."""
+    """Everything decided before the gadget starts (all validation happens in :func:`plan_replay`).
 
-    def __init__(
-        self,
-        raw: Path,
-        chain: ChainSpec,
-        configuration_xml: str,
-        settings: GadgetSettings,
-        header_xml: bytes,
-        encoding: EncodingInfo,
-        expected: int,
-    ) -> None:
-        self.raw = raw
-        self.chain = chain
-        self.configuration_xml = configuration_xml
-        self.settings = settings
-        self.header_xml = header_xml
-        self.encoding = encoding
-        self.expected = expected
+    Attributes:
+        raw: the raw file; chain: the chain; configuration_xml: the CONFIG text (with overrides);
+        settings: the parsed gadget settings; header_xml: the raw file's XML header;
+        encoding: what the header says; expected: reconstructions expected (distinct slices).
+    """
+
+    raw: Path
+    chain: ChainSpec
+    configuration_xml: str
+    settings: GadgetSettings
+    header_xml: bytes
+    encoding: EncodingInfo
+    expected: int
 
     @property
     def expected_series(self) -> dict[int, int]:

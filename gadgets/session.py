@@ -16,35 +16,25 @@ or reports an error shows up in :class:`SessionOutcome`.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import io
 import logging
-import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ismrmrd
-from gadgetron.external import listen
 from gadgetron.types.recon_data import ReconData, write_recon_data
+
+from gadgets.peers import ChildPeer, Peer, SessionError, ThreadPeer
 
 log = logging.getLogger("pogmdm.replay")
 
 CONFIG, HEADER, CLOSE, TEXT, ERROR = 2, 3, 4, 5, 8
 ACQUISITION, IMAGE, RECON_DATA, WAVEFORM = 1008, 1022, 1023, 1026
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-class SessionError(RuntimeError):
-    """The session could not run to its end (no connection, protocol error, timeout)."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +94,9 @@ def run_session(
     start = time.monotonic()
     deadline = start + timeout
     if mode == "execute":
-        peer: _Peer = _ChildPeer(module, target, env or {}, deadline)
+        peer: Peer = ChildPeer(module, target, env or {}, deadline)
     elif mode == "connect":
-        peer = _ThreadPeer(module, target, deadline)
+        peer = ThreadPeer(module, target, deadline)
     else:
         raise ValueError(f"mode must be 'execute' or 'connect', got {mode!r}")
     try:
@@ -150,7 +140,7 @@ class _Received:
 class _Reader:
     """Exact reads from a socket with a deadline; a dropped connection raises EOFError."""
 
-    def __init__(self, connection: socket.socket, deadline: float, peer: _Peer) -> None:
+    def __init__(self, connection: socket.socket, deadline: float, peer: Peer) -> None:
         self.connection = connection
         self.deadline = deadline
         self.peer = peer
@@ -175,7 +165,7 @@ class _Reader:
         return int(struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0])
 
 
-def _receive(connection: socket.socket, deadline: float, peer: _Peer) -> _Received:
+def _receive(connection: socket.socket, deadline: float, peer: Peer) -> _Received:
     received = _Received()
     reader = _Reader(connection, deadline, peer)
     try:
@@ -268,145 +258,3 @@ def encode_item(item: Any) -> bytes:
         write_recon_data(buffer, item)
         return buffer.getvalue()
     raise TypeError(f"cannot send a {type(item).__name__} to the gadget")
-
-
-class _Peer:
-    """How the gadget side is started, watched and stopped."""
-
-    def connect(self) -> socket.socket:
-        raise NotImplementedError
-
-    def alive(self) -> bool:
-        raise NotImplementedError
-
-    def wait(self, seconds: float) -> int:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def describe_exit(self, code: int) -> str:
-        raise NotImplementedError
-
-
-class _ChildPeer(_Peer):
-    """``python -m gadgetron PORT MODULE TARGET`` connecting back to a listening socket."""
-
-    def __init__(self, module: str, target: str, env: dict[str, str], deadline: float) -> None:
-        self.module, self.target, self.env, self.deadline = module, target, env, deadline
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def connect(self) -> socket.socket:
-        with socket.create_server(("127.0.0.1", 0)) as server:
-            port = server.getsockname()[1]
-            environment = dict(os.environ)
-            paths = [str(PROJECT_ROOT), environment.get("PYTHONPATH", "")]
-            environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-            environment.setdefault("GADGETRON_EXTERNAL_LOG_LEVEL", "INFO")
-            environment.update(self.env)
-            command = [sys.executable, "-m", "gadgetron", str(port), self.module, self.target]
-            log.info("starting %s", " ".join(command[1:]))
-            self.process = subprocess.Popen(command, env=environment)
-            server.settimeout(0.5)
-            wait = min(self.deadline - time.monotonic(), 120.0)
-            connect_deadline = time.monotonic() + wait
-            while True:
-                try:
-                    connection, _ = server.accept()
-                    break
-                except TimeoutError:
-                    if self.process.poll() is not None:
-                        raise SessionError(
-                            f"the gadget process exited (status {self.process.returncode}) before connecting"
-                        ) from None
-                    if time.monotonic() > connect_deadline:
-                        raise SessionError(
-                            f"timed out: the gadget process did not connect within {wait:.0f} s"
-                        ) from None
-        connection.settimeout(0.5)
-        return connection
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait(self, seconds: float) -> int:
-        assert self.process is not None
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            log.error("the gadget process did not exit; terminating it")
-            self.stop()
-            return self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def describe_exit(self, code: int) -> str:
-        return f"the gadget process exited with status {code}"
-
-
-class _ThreadPeer(_Peer):
-    """The target served by ``gadgetron.external.listen`` in a thread of this process."""
-
-    def __init__(self, module: str, target: str, deadline: float) -> None:
-        self.handler = load_target(module, target)
-        self.deadline = deadline
-        self.failure: BaseException | None = None
-        self.thread: threading.Thread | None = None
-
-    def connect(self) -> socket.socket:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::", 0))
-            port = probe.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, args=(port,), name="pogmdm-gadget", daemon=True)
-        self.thread.start()
-        connect_deadline = min(self.deadline, time.monotonic() + 30.0)
-        while True:
-            try:
-                connection = socket.create_connection(("localhost", port), timeout=5.0)
-                break
-            except OSError:
-                if not self.alive() or time.monotonic() > connect_deadline:
-                    raise SessionError(f"could not connect to the gadget listening on port {port}") from None
-                time.sleep(0.05)
-        connection.settimeout(0.5)
-        return connection
-
-    def _serve(self, port: int) -> None:
-        try:
-            listen(port, self.handler)
-        except BaseException as error:
-            self.failure = error
-            log.error("the gadget failed: %s: %s", type(error).__name__, error)
-
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def wait(self, seconds: float) -> int:
-        assert self.thread is not None
-        self.thread.join(seconds)
-        if self.thread.is_alive():
-            raise SessionError("the gadget thread did not finish")
-        return 0 if self.failure is None else 1
-
-    def stop(self) -> None:
-        pass  # a daemon thread; it ends with its connection
-
-    def describe_exit(self, code: int) -> str:
-        return f"the gadget raised {type(self.failure).__name__}: {self.failure}"
-
-
-def load_target(module: str, target: str) -> Callable[[Any], None]:
-    """The gadget callable, resolved the way ``python -m gadgetron`` does (class -> instance.handle)."""
-    symbol = getattr(importlib.import_module(module), target)
-    if inspect.isclass(symbol):
-        return lambda connection: symbol().handle(connection)
-    if not callable(symbol):
-        raise TypeError(f"{module}.{target} is neither a function nor a class")
-    return symbol
