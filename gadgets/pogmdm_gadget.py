@@ -120,7 +120,9 @@ def load_image_prior(settings: GadgetSettings) -> Any:
     """The image prior, loaded once per connection on the reconstruction device.
 
     ``settings.prior`` is a weights file (``.safetensors``), ``MODULE:NAME`` of a prior class or
-    factory (called without arguments), or empty for the shipped default prior.
+    factory (called without arguments), or empty for the shipped default prior. PoGMDM weights
+    are used in their fast inference view (tabulated potentials), as ``reconstruct`` does for
+    its default prior.
     """
     from recon_core.device import resolve_device
     from recon_core.prior import load_default_prior, load_prior
@@ -128,12 +130,12 @@ def load_image_prior(settings: GadgetSettings) -> Any:
     device = resolve_device(settings.recon.device)
     spec = settings.prior
     if not spec:
-        return load_default_prior(device)
+        return load_default_prior(device).tabulated()
     if ":" in spec and not Path(spec).exists():
         module, _, name = spec.partition(":")
         factory = getattr(importlib.import_module(module), name)
         return factory() if callable(factory) else factory
-    return load_prior(spec, device)
+    return load_prior(spec, device).tabulated()
 
 
 def load_reconstruct() -> Reconstruct:
