@@ -5,7 +5,8 @@ optionally a ``ref`` (calibration) buffer, both ``[RO, E1, E2, CHA, N, S, LOC]``
 their acquisition headers ``[E1, E2, N, S, LOC]``. Every (N, S, LOC) position is one
 reconstruction. Lines are placed by their own header's ``kspace_encode_step_1`` (not by their
 position in the buffer), so the layout BucketToBuffer chose for the reference buffer does not
-matter; calibration lines from ``ref`` are merged with the imaging lines like in the raw path.
+matter; calibration lines from ``ref`` are merged with the imaging lines like in the raw path,
+and navigator / phase-correction lines are dropped by the same rules.
 
 Upstream gadgets (NoiseAdjustGadget) have already prewhitened the data with their own scaling,
 so no noise scan is attached and the reconstruction estimates the noise level itself.
@@ -19,7 +20,7 @@ import ismrmrd
 import numpy as np
 import torch
 
-from gadgets.assembly import ReadoutLine, SliceData, has_flag, slice_index
+from gadgets.assembly import ReadoutLine, SliceData, has_flag, line_role, slice_index
 from gadgets.encoding import EncodingInfo
 
 
@@ -46,7 +47,8 @@ def slices_from_recon_data(recon_data: Any, encoding: EncodingInfo) -> list[Slic
             for n in range(count_n):
                 lines: list[ReadoutLine] = []
                 for array, headers, is_reference in buffers:
-                    lines.extend(_lines(array, headers, (n, s, loc), is_reference))
+                    found = _lines(array, headers, (n, s, loc), is_reference)
+                    lines.extend(line for line in found if line_role(line.header, encoding) != "skip")
                 if not lines:
                     continue
                 imaging = [line for line in lines if not line.calibration_only] or lines

@@ -9,7 +9,7 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
-from gadgetron.types.recon_data import read_recon_data
+from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription, read_recon_data
 
 from gadgets.assembly import SliceAssembler, SliceData, assemble_slice, readout_line
 from gadgets.buffers import slices_from_recon_data
@@ -262,3 +262,46 @@ def test_buffered_path_matches_the_raw_path(tmp_path: Path) -> None:
         assert torch.allclose(buffered.kspace.kspace, expected, atol=1e-3 * float(expected.abs().max()))
         # Calibration-and-imaging lines arrive twice (data and ref buffers) and are averaged.
         assert buffered.num_lines == reference.num_lines + both
+
+
+def _buffer(rows: dict[int, tuple[int, ...]], readout: int = 16) -> ReconBuffer:
+    """A ReconBuffer ``[RO, E1=8, 1, CHA=2, 1, 1, 1]`` with lines at ``rows`` (ky -> flags)."""
+    data = np.zeros((readout, 8, 1, 2, 1, 1, 1), dtype=np.complex64)
+    headers = np.empty((8, 1, 1, 1, 1), dtype=object)
+    for index in np.ndindex(headers.shape):
+        headers[index] = ismrmrd.AcquisitionHeader()
+    for ky, flags in rows.items():
+        data[:, ky] = ky + 1.0
+        header = ismrmrd.AcquisitionHeader()
+        header.number_of_samples, header.active_channels = readout, 2
+        header.idx.kspace_encode_step_1, header.idx.repetition = ky, 4
+        for flag in flags:
+            header.flags |= 1 << (flag - 1)
+        headers[ky, 0, 0, 0, 0] = header
+    return ReconBuffer(data, None, None, headers, SamplingDescription())
+
+
+def test_recon_data_lines_merge_reference_and_drop_navigators() -> None:
+    encoding = _encoding(readout=32, recon_x=16, rows=8)
+    data = _buffer(
+        {2: (), 3: (ismrmrd.ACQ_IS_NAVIGATION_DATA,), 4: (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING,)}
+    )
+    reference = _buffer(
+        {4: (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING,), 5: (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,)}
+    )
+    (slice_data,) = slices_from_recon_data(ReconData([ReconBit(data, reference)]), encoding)
+    assert slice_data.index == SliceIndex(repetition=4)
+    assert slice_data.line_length == 16
+    assert [(line.ky, line.calibration_only) for line in slice_data.lines] == [
+        (2, False),
+        (4, False),
+        (4, False),
+        (5, True),
+    ]
+    kspace = assemble_slice(slice_data, encoding).kspace
+    assert kspace.mask.any(dim=1).tolist() == [False, False, True, False, True, True, False, False]
+    with pytest.raises(ValueError, match="only 2D buffers"):
+        slices_from_recon_data(
+            ReconData([ReconBit(ReconBuffer(np.zeros((4, 4, 2, 1, 1, 1, 1)), None, None, None, None))]),
+            encoding,
+        )
