@@ -60,16 +60,18 @@ def _bart(arguments: Sequence[str], folder: Path) -> None:
         raise RuntimeError(f"bart {' '.join(arguments)} failed: {completed.stderr.strip()[-500:]}")
 
 
-def espirit_maps(kspace: np.ndarray, calibration_size: int = 24) -> np.ndarray:
+def espirit_maps(kspace: np.ndarray, calibration_size: int = 24, crop: float = 0.8) -> np.ndarray:
     """BART ``ecalib -m1`` sensitivities ``(C, ky, kx)`` (one set of maps).
 
     ESPIRiT needs a fully sampled calibration region: ``ecalib`` uses the largest fully
-    sampled centre block, at most ``calibration_size`` wide.
+    sampled centre block, at most ``calibration_size`` wide. ``crop`` is ``ecalib -c`` (maps
+    are zeroed where the eigenvalue is below it; BART's default 0.8 blanks most of the image
+    when the calibration region is only a few lines).
     """
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         write_cfl(folder / "k", to_bart(kspace))
-        _bart(["ecalib", "-m1", "-r", str(calibration_size), "k", "s"], folder)
+        _bart(["ecalib", "-m1", "-r", str(calibration_size), "-c", str(crop), "k", "s"], folder)
         maps = read_cfl(folder / "s").reshape(kspace.shape[2], kspace.shape[1], -1)
     return np.transpose(maps, (2, 1, 0))
 

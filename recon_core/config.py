@@ -38,9 +38,10 @@ class ReconConfig:
             trained on (ALGORITHM.md section 3), large enough to forget the start image.
         sigma_min: the last noise level: 0.01, 1 % of the image maximum, below the noise of
             typical clinical data, so the last level no longer blurs.
-        step_size: Langevin step ``alpha_k = step_size * sigma_k^2`` (the spec's
-            ``eps * sigma_k^2 / sigma_min^2`` with ``eps = step_size * sigma_min^2``). Keeps the
-            step a fixed fraction of the prior's curvature at every level; stable below about 1.
+        step_size: Langevin step ``alpha_k = step_size / (1 / sigma_k^2 + lambda_k)``, a fraction
+            of the inverse curvature of prior (about ``1 / sigma_k^2``) plus data term
+            (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
+            usual ``step_size * sigma_k^2`` (the spec's ``eps * sigma_k^2 / sigma_min^2``).
         map_iterations: iterations of the MAP mode (one image and one coil step each).
         map_sigma: prior noise level of the MAP regulariser at the end of the continuation.
         map_sigma_start: first prior noise level of the MAP continuation; ``sigma`` falls
@@ -70,7 +71,7 @@ class ReconConfig:
     steps_per_level: int = 5
     sigma_max: float = 0.4
     sigma_min: float = 0.01
-    step_size: float = 0.5
+    step_size: float = 1.0
     map_iterations: int = 100
     map_sigma: float = 0.02
     map_sigma_start: float = 0.1

