@@ -110,6 +110,17 @@ def test_diffused_expert_density_matches_monte_carlo() -> None:
     assert not torch.all((observed - undiffused).abs() < tolerance), "the check cannot tell the widths apart"
 
 
+def test_conv_gain_is_the_response_noise_std() -> None:
+    """Orthogonal filters: white noise of std sigma on x puts noise of std eta_j sigma on K_j x."""
+    model = perturbed_model("conv", dtype=torch.float32)
+    noise = torch.randn(8, 128, 128, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        responses = model.responses(noise) / model.experts.scales[:, None, None]
+        gains = model.gains()
+    empirical = responses.transpose(0, 1).flatten(1).std(dim=1)
+    assert torch.allclose(empirical, gains, rtol=0.03)
+
+
 def test_simplex_projection_is_the_euclidean_projection() -> None:
     generator = torch.Generator().manual_seed(5)
     values = torch.randn(4, 11, generator=generator, dtype=torch.float64) * 0.3

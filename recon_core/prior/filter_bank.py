@@ -92,11 +92,14 @@ class FilterBank(nn.Module):
         """Enforce the constraints of the parameters in place (after an optimiser step)."""
         raise NotImplementedError
 
-    def max_gain(self) -> Tensor:
-        """``(J,)`` ``max |transfer|`` over a ``REFERENCE_GRID``-square DFT grid."""
+    def _reference_magnitude(self) -> Tensor:
         param = next(self.parameters())
         omega_y, omega_x = half_grid_frequencies(REFERENCE_GRID, REFERENCE_GRID, param.device, param.dtype)
-        return self.transfer(omega_y, omega_x).abs().flatten(1).amax(dim=1)
+        return self.transfer(omega_y, omega_x).abs()
+
+    def max_gain(self) -> Tensor:
+        """``(J,)`` ``max |transfer|`` over a ``REFERENCE_GRID``-square DFT grid."""
+        return self._reference_magnitude().flatten(1).amax(dim=1)
 
     def half_transfer(self, height: int, width: int) -> Tensor:
         """``(J, H, W // 2 + 1)`` transfer function on the ``rfft2`` grid of an ``H x W`` image."""

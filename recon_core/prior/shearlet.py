@@ -11,6 +11,7 @@ For a cone with main frequency axis ``a`` (``x`` for the horizontal cone, ``y`` 
 vertical one; ``b`` is the other axis), scale ``j`` and shear ``k`` at shear level ``l``, the
 filter is the FIR filter obtained by the digital operations of the construction:
 
+
 1. upsample ``P`` by ``u = 2^(l + 1)`` along ``b`` and low-pass along ``b`` with
    ``L_l(w) = prod_{q=0..l} H(2^q w)`` (cut-off ``pi / u``): a wedge ``|w_b| <= |w_a| / u``;
 2. shear it by ``k / 2^l`` digitally: upsample by ``2^l`` along ``a``, shift row ``n_b`` by
@@ -67,7 +68,14 @@ class ShearletFilterBank(FilterBank):
     """Cone-adapted digital shearlets from a learned low-pass ``h`` and fan filter ``P``.
 
     Filter order: cone (horizontal ``a = x``, then vertical ``a = y``), scale (coarse to
-    fine), shear ``k = -2^l .. 2^l``. Gains ``eta_j = max |Psi_j|``.
+    fine), shear ``k = -2^l .. 2^l``.
+
+    Gains ``eta_j = max |Psi_j|``. (The l2 norm, the true standard deviation of the response
+    to unit white noise, is 3.6 to 7.2 times smaller, but the shearlets overlap in frequency:
+    at large ``sigma`` the product of experts then scores noise with
+    ``sum_j |Psi_j|^2 / eta_j^2``, which is about 1 in the covered band with ``max`` and up to
+    about 100 with the l2 norm; measured DSM loss at the start of training: about 0.5 with
+    ``max``, about 500 with the l2 norm.)
 
     Args:
         num_scales: ``J``.

