@@ -45,8 +45,9 @@ def test_cli_trains_checkpoints_and_resumes_deterministically(tiny_folder: Path,
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     export = tmp_path / "exported" / "prior.safetensors"
     run_cli(tiny_folder, straight, 4, "--export", str(export))
-    run_cli(tiny_folder, interrupted, 2)
+    run_cli(tiny_folder, interrupted, 4, "--stop-after", "2")
     halfway = load_file(str(interrupted / "checkpoint.safetensors"))
+    assert json.loads((interrupted / "checkpoint.json").read_text())["step"] == 2
     run_cli(tiny_folder, interrupted, 4, "--resume")
 
     first = load_file(str(straight / "checkpoint.safetensors"))

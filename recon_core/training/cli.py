@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         "--data", action="append", default=None, help="'wheels' (default) or a folder/file; repeatable"
     )
     parser.add_argument("--bank", choices=("shearlet", "conv"), default="shearlet", help="filter bank")
+    parser.add_argument(
+        "--scales", type=int, default=2, help="shearlet scales (shear levels ceil(j / 2), as ShearLab)"
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--levels-per-step", type=int, default=defaults.levels_per_step)
@@ -46,6 +50,8 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-weights", type=float, default=defaults.lr_weights)
     parser.add_argument("--lr-filters", type=float, default=defaults.lr_filters)
     parser.add_argument("--lr-scales", type=float, default=defaults.lr_scales)
+    parser.add_argument("--lr-decay", choices=("cosine", "none"), default=defaults.lr_decay)
+    parser.add_argument("--final-lr-fraction", type=float, default=defaults.final_lr_fraction)
     parser.add_argument("--table-points", type=int, default=defaults.table_points)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -53,6 +59,9 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("runs/pogmdm"), help="checkpoint directory")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="stop after this many steps (resume later with --resume)"
+    )
     parser.add_argument("--export", type=Path, default=None, help="also write weights + record here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -129,14 +138,26 @@ def run_train(args: argparse.Namespace) -> TrainResult:
         lr_weights=args.lr_weights,
         lr_filters=args.lr_filters,
         lr_scales=args.lr_scales,
+        lr_decay=args.lr_decay,
+        final_lr_fraction=args.final_lr_fraction,
         table_points=args.table_points,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
-        model=PoGMDMConfig(bank=args.bank),
+        model=PoGMDMConfig(
+            bank=args.bank,
+            num_scales=args.scales,
+            shear_levels=tuple(math.ceil(scale / 2) for scale in range(1, args.scales + 1)),
+        ),
     )
     sources = _sources(args.data)
     result = train(
-        config, sources, args.out_dir, device, resume=args.resume, progress=_progress(args.no_progress)
+        config,
+        sources,
+        args.out_dir,
+        device,
+        resume=args.resume,
+        progress=_progress(args.no_progress),
+        stop_after=args.stop_after,
     )
     record = training_record(args, config, result, sources, device)
     save_prior(result.model, args.out_dir / "prior.safetensors", record)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -53,6 +54,10 @@ class TrainConfig:
             shearlets, seed 0: mean loss over steps 500-600 0.212 at 1e-3 / 5e-4 / 3e-2
             against 0.378 over steps 400-500 at 1e-4 / 5e-5 / 1e-2). ``lambda`` is of order
             10, hence its larger rate.
+        lr_decay: ``"cosine"``: every rate follows ``f + (1 - f) (1 + cos(pi t / T)) / 2`` of
+            its value at step ``t`` of ``T`` (``f = final_lr_fraction``); ``"none"``: constant.
+            Measured: with constant rates the loss stalls at about 0.15 after 2500 steps.
+        final_lr_fraction: ``f`` above.
         table_points: nodes of the ``psi'`` tables.
         seed: seed of every random draw.
         checkpoint_every: steps between checkpoints (0: only at the end).
@@ -68,6 +73,8 @@ class TrainConfig:
     lr_weights: float = 1e-3
     lr_filters: float = 5e-4
     lr_scales: float = 3e-2
+    lr_decay: Literal["none", "cosine"] = "cosine"
+    final_lr_fraction: float = 0.05
     table_points: int = 1025
     seed: int = 0
     checkpoint_every: int = 250
@@ -79,6 +86,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.margin < 0 or self.sigma_max <= 0:
             raise ValueError("margin must be >= 0 and sigma_max > 0")
+        if self.lr_decay not in ("none", "cosine") or not 0.0 < self.final_lr_fraction <= 1.0:
+            raise ValueError("lr_decay must be 'none' or 'cosine' and 0 < final_lr_fraction <= 1")
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Multiplier of every learning rate at (0-based) ``step``."""
+        if self.lr_decay == "none":
+            return 1.0
+        progress = min(1.0, step / max(1, self.steps))
+        return self.final_lr_fraction + (1.0 - self.final_lr_fraction) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
     @property
     def patch_size(self) -> int:
@@ -178,6 +196,7 @@ def train(
     device: torch.device,
     resume: bool = False,
     progress: Callable[[int, int], object] | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train (or continue training) a prior; checkpoints go to ``out_dir``.
 
@@ -189,6 +208,8 @@ def train(
         resume: continue from the checkpoint in ``out_dir`` (error if there is none).
         progress: optional factory ``(initial, total) -> tqdm-like`` with ``update`` and
             ``set_postfix``; ``None`` for silence.
+        stop_after: stop (with a checkpoint) after this many steps of this call, e.g. to split
+            a run into jobs; ``--resume`` continues it exactly.
     """
     start_time = time.perf_counter()
     sampler = PatchSampler(sources, config.patch_size)
@@ -207,7 +228,11 @@ def train(
         state = CheckpointState(0, [], info)
     losses = list(state.losses)
     bar = progress(state.step, config.steps) if progress is not None else None
-    for step in range(state.step, config.steps):
+    base_rates = [config.lr_weights, config.lr_filters, config.lr_scales]
+    last = config.steps if stop_after is None else min(config.steps, state.step + stop_after)
+    for step in range(state.step, last):
+        for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+            group["lr"] = rate * config.learning_rate_factor(step)
         data_rng, noise_rng = step_generators(config.seed, step)
         clean = torch.from_numpy(sampler.sample(config.batch_size, data_rng)).to(device)
         levels = (torch.rand(config.levels_per_step, generator=noise_rng) * config.sigma_max).to(device)
@@ -223,7 +248,7 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0):
+        if done == last or (config.checkpoint_every and done % config.checkpoint_every == 0):
             save_checkpoint(out_dir, model, optimizer, CheckpointState(done, losses, info))
     if bar is not None and hasattr(bar, "close"):
         bar.close()
