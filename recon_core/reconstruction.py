@@ -193,6 +193,7 @@ def reconstruct(
             generator,
             coil_update_interval=config.coil_update_interval,
             final_denoise=config.final_denoise,
+            clamp_every_step=config.clamp_every_step,
             progress=progress,
         )
         image_normalised = samples.samples.mean(dim=0)

@@ -101,6 +101,7 @@ def sample_posterior(
     generator: torch.Generator,
     coil_update_interval: int = 1,
     final_denoise: bool = True,
+    clamp_every_step: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> SamplerResult:
     """Run the chains; every batch entry of ``image`` / ``coils`` is one chain.
@@ -116,6 +117,7 @@ def sample_posterior(
         generator: seeded generator on the device of ``image`` (same seed, same samples).
         coil_update_interval: update the coils every this many Langevin steps.
         final_denoise: apply Tweedie's denoiser at ``sigma_L`` after the last step.
+        clamp_every_step: project onto ``u >= 0`` after every step (else only at the end).
         progress: called with ``(done, total)`` after every step.
     """
     if len(sigmas) != len(weights) or len(sigmas) == 0:
@@ -133,7 +135,9 @@ def sample_posterior(
         for _ in range(steps_per_level):
             drift = prior.score(image, sigma) - data_term.grad_image(image, coils, weight, residual)
             noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-            image = (image + alpha * drift + math.sqrt(2.0 * alpha) * noise).clamp_min(0.0)
+            image = image + alpha * drift + math.sqrt(2.0 * alpha) * noise
+            if clamp_every_step:
+                image = image.clamp_min(0.0)
             done += 1
             if done % coil_update_interval == 0:
                 result = coil_step(data_term, image, coils, coil_steps, coil_smoothness)
@@ -143,5 +147,6 @@ def sample_posterior(
             if progress is not None:
                 progress(done, total)
     if final_denoise:
-        image = (image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])).clamp_min(0.0)
+        image = image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])
+    image = image.clamp_min(0.0)
     return SamplerResult(samples=image, coils=coils, steps=total)
