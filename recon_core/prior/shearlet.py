@@ -11,11 +11,11 @@ For a cone with main frequency axis ``a`` (``x`` for the horizontal cone, ``y`` 
 vertical one; ``b`` is the other axis), scale ``j`` and shear ``k`` at shear level ``l``, the
 filter is the FIR filter obtained by the digital operations of the construction:
 
-
 1. upsample ``P`` by ``u = 2^(l + 1)`` along ``b`` and low-pass along ``b`` with
    ``L_l(w) = prod_{q=0..l} H(2^q w)`` (cut-off ``pi / u``): a wedge ``|w_b| <= |w_a| / u``;
-2. shear it by ``k / 2^l`` digitally: upsample by ``2^l`` along ``a``, shift row ``n_b`` by
-   ``k n_b`` along ``a``, interpolate with ``I_l(w) = prod_{q=0..l-1} H(2^q w)``, downsample;
+2. shear it by ``k / 2^l`` digitally: upsample by ``2^l`` along ``a``, shift each row ``r``
+   (of the upsampled grid) by ``k r`` along ``a``, interpolate with
+   ``I_l(w) = prod_{q=0..l-1} H(2^q w)``, downsample;
 3. multiply by the 1D band-pass of scale ``j`` along ``a``:
    ``B_j(w) = G(2^(J-1-j) w) prod_{q=0..J-2-j} H(2^q w)`` (``j = J - 1`` is the finest).
 
