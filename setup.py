@@ -23,7 +23,7 @@ setup(
         "numpy>=1.24",
         "ismrmrd>=1.12",
         "gadgetron==1.4.1",
-        "h5py>=3.8",
+        "h5py>=3.7",
         "pyyaml>=6",
         "safetensors>=0.4",
         "tqdm>=4.60",
