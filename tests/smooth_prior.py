@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon_core.coil_prior import finite_differences
+
 
 class SmoothTVPrior:
     """Diffused Charbonnier prior over ``(B, H, W)`` images (see the module docstring)."""
@@ -30,14 +32,6 @@ class SmoothTVPrior:
         return torch.sqrt(self.base_width**2 + self.eta**2 * sigma_t**2)
 
     @staticmethod
-    def _differences(x: Tensor) -> tuple[Tensor, Tensor]:
-        along_h = torch.zeros_like(x)
-        along_w = torch.zeros_like(x)
-        along_h[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-        along_w[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-        return along_h, along_w
-
-    @staticmethod
     def _differences_adjoint(along_h: Tensor, along_w: Tensor) -> Tensor:
         out = torch.zeros_like(along_h)
         out[..., 1:, :] += along_h[..., :-1, :]
@@ -49,13 +43,13 @@ class SmoothTVPrior:
     def energy(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         width = self._width(x, sigma)
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for response in self._differences(x):
+        for response in finite_differences(x):
             total = total + ((torch.sqrt(response**2 + width**2) - width) / width).flatten(1).sum(1)
         return self.weight * total
 
     def score(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         width = self._width(x, sigma)
-        along_h, along_w = self._differences(x)
+        along_h, along_w = finite_differences(x)
         derivative_h = along_h / (width * torch.sqrt(along_h**2 + width**2))
         derivative_w = along_w / (width * torch.sqrt(along_w**2 + width**2))
         return -self.weight * self._differences_adjoint(derivative_h, derivative_w)
