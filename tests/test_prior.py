@@ -3,11 +3,23 @@ tabulated fast path, shipped weights and the Tweedie denoiser."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from recon_core.phantom import shepp_logan
-from recon_core.prior import DiffusionImagePrior, PoGMDM, PoGMDMConfig, load_default_prior
+from recon_core.prior import (
+    DiffusionImagePrior,
+    PoGMDM,
+    PoGMDMConfig,
+    load_default_prior,
+    load_prior,
+    save_prior,
+)
+from recon_core.prior.io import CONFIG_KEY
 from recon_core.prior.mixture import (
     GaussianMixtureExperts,
     mixture_derivative,
@@ -18,10 +30,13 @@ from recon_core.prior.shearlet import ShearletFilterBank
 from recon_core.training.trainer import dsm_loss
 
 
-def perturbed_model(bank: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> PoGMDM:
-    """A prior with random (non-default) weights, scales and filters, still feasible."""
+def perturbed_model(
+    bank: str, seed: int = 0, dtype: torch.dtype = torch.float64, **options: object
+) -> PoGMDM:
+    """A prior with random (non-default) weights, scales and filters (and learned gains, if
+    ``options`` asks for them), still feasible."""
     generator = torch.Generator().manual_seed(seed)
-    model = PoGMDM(PoGMDMConfig(bank=bank)).to(dtype)
+    model = PoGMDM(PoGMDMConfig(bank=bank, **options)).to(dtype)  # type: ignore[arg-type]
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.3 * param.abs().mean() * torch.randn(param.shape, generator=generator, dtype=dtype))
@@ -40,9 +55,20 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
     return torch.fft.ifft2(torch.fft.fft2(image) * blur).real
 
 
-@pytest.mark.parametrize("bank", ["shearlet", "conv"])
-def test_score_is_minus_autograd_gradient_of_energy(bank: str, device: torch.device) -> None:
-    model = perturbed_model(bank).to(device)
+@pytest.mark.parametrize(
+    ("bank", "options"),
+    [
+        ("shearlet", {}),
+        ("conv", {}),
+        ("shearlet", {"gain": "learned", "lowpass_expert": True}),
+        ("conv", {"gain": "learned"}),
+    ],
+    ids=["shearlet", "conv", "shearlet-learned-gain-lowpass", "conv-learned-gain"],
+)
+def test_score_is_minus_autograd_gradient_of_energy(
+    bank: str, options: dict[str, object], device: torch.device
+) -> None:
+    model = perturbed_model(bank, **options).to(device)
     generator = torch.Generator().manual_seed(1)
     x = (
         (0.6 * torch.rand(2, 21, 26, generator=generator, dtype=torch.float64))
@@ -170,6 +196,75 @@ def test_conv_bank_projection_is_zero_mean_orthonormal() -> None:
 
 def test_parameter_count_of_the_shearlet_prior() -> None:
     assert PoGMDM().num_parameters() == 20 * 63 + 20 + 9 + 17 * 17 == 1578
+
+
+def test_parameter_count_with_learned_gains_and_lowpass_expert() -> None:
+    model = PoGMDM(PoGMDMConfig(gain="learned", lowpass_expert=True))
+    assert model.num_filters == 21
+    assert model.num_parameters() == 21 * 63 + 21 + 21 + 9 + 17 * 17 == 1663
+
+
+def test_lowpass_expert_filter_is_the_coarse_scaling_function() -> None:
+    """The extra filter is real, passes DC with gain 1 and covers what the shearlets leave out."""
+    bank = ShearletFilterBank(lowpass_expert=True).double()
+    omega = 2 * torch.pi * torch.fft.fftfreq(64, dtype=torch.float64)
+    with torch.no_grad():
+        transfer = bank.transfer(omega, omega)
+    assert transfer.shape[0] == 21 and bank.labels()[-1] == "low-pass"
+    lowpass = transfer[-1]
+    assert torch.fft.ifft2(lowpass).imag.abs().max() < 1e-12
+    assert abs(lowpass[0, 0].real.item() - 1.0) < 1e-12
+    assert transfer[:-1, 0, 0].abs().max() < 1e-12, "the shearlets do not pass DC"
+    high = (omega.abs()[:, None] > 0.75 * torch.pi) | (omega.abs()[None, :] > 0.75 * torch.pi)
+    assert lowpass.abs()[high].max() < 0.05
+    assert torch.allclose(transfer[:-1], ShearletFilterBank().double().transfer(omega, omega).detach())
+
+
+def test_learned_gains_set_the_widths_stay_positive_and_train() -> None:
+    torch.manual_seed(12)
+    model = PoGMDM(PoGMDMConfig(gain="learned"))
+    assert model.log_gains is not None
+    assert torch.allclose(model.gains(), model.bank.max_gain(), rtol=1e-6), "starts at the max gain"
+    with torch.no_grad():
+        model.log_gains.copy_(torch.linspace(-3.0, 1.0, model.num_filters))
+    sigma = torch.tensor([0.1])
+    expected = torch.sqrt(model.experts.base_std**2 + (model.experts.scales * model.gains() * 0.1) ** 2)
+    assert torch.allclose(model.component_std(sigma)[0], expected)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5.0)  # absurd steps: the gains stay > 0
+    clean = smooth_phantom(48)[None].repeat(2, 1, 1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = dsm_loss(
+            model, clean, torch.tensor([0.05, 0.3]), torch.tensor([0, 1]), torch.randn(2, 48, 48), 257, 4
+        )
+        loss.backward()
+        assert model.log_gains.grad is not None and model.log_gains.grad.abs().max() > 0
+        optimizer.step()
+        model.project_()
+        assert torch.all(model.gains() > 0) and torch.isfinite(model.gains()).all()
+
+
+def test_weights_saved_before_the_gain_options_still_load(tmp_path: Path) -> None:
+    """A weights file whose config lacks ``gain`` / ``lowpass_expert`` is the original model."""
+    model = perturbed_model("shearlet", dtype=torch.float32)
+    legacy = {
+        key: value for key, value in model.config.to_dict().items() if key not in ("gain", "lowpass_expert")
+    }
+    path = tmp_path / "legacy.safetensors"
+    tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(legacy)})
+    loaded = load_prior(path)
+    assert loaded.config.gain == "max" and not loaded.config.lowpass_expert
+    assert loaded.num_parameters() == 1578 and loaded.log_gains is None
+    x = smooth_phantom(40)[None]
+    with torch.no_grad():
+        assert torch.allclose(loaded.score(x, 0.1), model.score(x, 0.1), rtol=1e-5, atol=1e-5)
+    roundtrip = tmp_path / "new.safetensors"
+    learned = perturbed_model("shearlet", dtype=torch.float32, gain="learned", lowpass_expert=True)
+    save_prior(learned, roundtrip)
+    again = load_prior(roundtrip)
+    assert again.config == learned.config
+    assert torch.equal(again.gains(), learned.gains().detach())
 
 
 def test_shearlets_are_real_and_point_along_their_shear() -> None:

@@ -7,7 +7,15 @@ Energy of images ``x`` ``(B, H, W)`` at diffusion noise level ``sigma`` (image u
 
 ``K_j`` a real filter of the bank (periodic boundaries), ``eta_j`` its gain (so
 ``lambda_j eta_j`` is the gain of the effective filter ``lambda_j K_j`` whose response the
-expert sees), ``psi_j`` the negative log of a Gaussian mixture (:mod:`mixture`). The score is
+expert sees), ``psi_j`` the negative log of a Gaussian mixture (:mod:`mixture`).
+
+The gain is either tied to the filter (``gain="max"``: ``eta_j = max |K_j^|``, the bank's
+:meth:`~recon_core.prior.filter_bank.FilterBank.gains`) or a learned positive parameter per
+expert (``gain="learned"``: ``eta_j = exp(log_gains_j)``, initialised at the ``max`` gain of
+the initial filters). The formula for ``s_j`` is the same; a learned ``eta_j`` lets the product
+of overlapping experts learn how much of the noise each expert absorbs (the true response noise
+std is the l2 norm of ``K_j``, but the shearlets overlap in frequency, so neither that nor the
+maximum is right for the product). The score is
 analytic, ``grad_x log p = -sum_j lambda_j K_j^T psi_j'(lambda_j K_j x)``, evaluated in chunks
 of filters and of responses, so an ``8 x 320 x 320`` batch needs a few hundred MB.
 """
@@ -33,6 +41,7 @@ from recon_core.prior.shearlet import ShearletFilterBank
 from recon_core.prior.tabulated import PotentialTables, build_tables, interpolate
 
 BankKind = Literal["shearlet", "conv"]
+GainKind = Literal["max", "learned"]
 
 # psi'(responses (B, F, H, W), experts slice, std (B, F)) -> (B, F, H, W)
 DerivativeFn = Callable[[Tensor, slice, Tensor], Tensor]
@@ -50,6 +59,12 @@ class PoGMDMConfig:
         conv_filters, conv_size: the conv bank.
         filters_per_chunk: filters processed together in score / energy (memory vs speed).
         chunk_elements: bound on the ``(responses x K)`` temporaries of the exact mixture.
+        gain: ``"max"`` (``eta_j`` = the filter's largest frequency magnitude) or ``"learned"``
+            (``eta_j`` a learned positive parameter per expert).
+        lowpass_expert: shearlet bank only: also put an expert on the coarse low-pass band.
+
+    The defaults of ``gain`` and ``lowpass_expert`` are the original architecture, so weights
+    saved before these options existed (their config has neither key) load unchanged.
     """
 
     bank: BankKind = "shearlet"
@@ -63,10 +78,16 @@ class PoGMDMConfig:
     conv_size: int = 7
     filters_per_chunk: int = 4
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+    gain: GainKind = "max"
+    lowpass_expert: bool = False
 
     def __post_init__(self) -> None:
         if self.bank not in ("shearlet", "conv"):
             raise ValueError(f"bank must be 'shearlet' or 'conv', got {self.bank!r}")
+        if self.gain not in ("max", "learned"):
+            raise ValueError(f"gain must be 'max' or 'learned', got {self.gain!r}")
+        if self.lowpass_expert and self.bank != "shearlet":
+            raise ValueError("lowpass_expert needs the shearlet bank")
         if self.filters_per_chunk < 1 or self.chunk_elements < 1:
             raise ValueError("filters_per_chunk and chunk_elements must be >= 1")
         object.__setattr__(self, "shear_levels", tuple(int(level) for level in self.shear_levels))
@@ -86,7 +107,11 @@ def build_filter_bank(config: PoGMDMConfig) -> FilterBank:
     """The filter bank that ``config`` names."""
     if config.bank == "shearlet":
         return ShearletFilterBank(
-            config.num_scales, config.shear_levels, config.lowpass_taps, config.fan_size
+            config.num_scales,
+            config.shear_levels,
+            config.lowpass_taps,
+            config.fan_size,
+            lowpass_expert=config.lowpass_expert,
         )
     return ConvFilterBank(config.conv_filters, config.conv_size)
 
@@ -118,6 +143,11 @@ class PoGMDM(nn.Module):
         self.bank = build_filter_bank(self.config)
         radius = self.config.radius if self.config.radius is not None else self.bank.expert_radius
         self.experts = GaussianMixtureExperts(self.bank.num_filters, self.config.num_components, radius)
+        self.log_gains: nn.Parameter | None = None
+        if self.config.gain == "learned":
+            with torch.no_grad():
+                initial = self.bank.max_gain().clamp(min=1e-6).log()
+            self.log_gains = nn.Parameter(initial)
         self._cache: dict[tuple[object, ...], Tensor] = {}
 
     # ----------------------------------------------------------------- structure
@@ -126,7 +156,8 @@ class PoGMDM(nn.Module):
         return self.bank.num_filters
 
     def num_parameters(self) -> int:
-        """Learned scalars: ``J (K + 1) / 2`` weights + ``J`` scales + the bank's parameters."""
+        """Learned scalars: ``J (K + 1) / 2`` weights + ``J`` scales (+ ``J`` gains if learned)
+        + the bank's parameters."""
         return sum(param.numel() for param in self.parameters())
 
     @torch.no_grad()
@@ -157,7 +188,9 @@ class PoGMDM(nn.Module):
         return self._cache[key]
 
     def gains(self) -> Tensor:
-        """``(J,)`` filter gains ``eta_j`` (cached like :meth:`transfer`)."""
+        """``(J,)`` gains ``eta_j``: learned, or the filters' (cached like :meth:`transfer`)."""
+        if self.log_gains is not None:
+            return self.log_gains.exp()
         if self._recording():
             return self.bank.gains()
         key = self._cache_key("gains")

@@ -27,8 +27,12 @@ filter and sampling it on any DFT grid is exact zero-padding)::
 
 with ``P^`` the DTFT of ``P`` (indexed ``P[n_b, n_a]``); the ``m`` terms are the aliases of the
 downsampling. The vertical cone uses the same ``h`` and ``P`` with the axes swapped.
-With 2 scales at shear level 1 this gives 2 cones x 2 scales x 5 shears = 20 filters; the
-coarse low-pass part of the system carries no expert and is not built.
+With 2 scales at shear level 1 this gives 2 cones x 2 scales x 5 shears = 20 filters. The
+coarse low-pass part of the system (the 2D scaling function
+``Phi(w) = L(w_x) L(w_y)``, ``L(w) = prod_{q=0..J-1} H(2^q w)``, pass band about
+``|w| < pi / 2^J``) is appended as the last filter when ``lowpass_expert`` is set, so that an
+expert also models (and denoises) the coarse band; by default it carries no expert and is
+not built.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class ShearletFilterBank(FilterBank):
     """Cone-adapted digital shearlets from a learned low-pass ``h`` and fan filter ``P``.
 
     Filter order: cone (horizontal ``a = x``, then vertical ``a = y``), scale (coarse to
-    fine), shear ``k = -2^l .. 2^l``.
+    fine), shear ``k = -2^l .. 2^l``; then the low-pass ``Phi`` if ``lowpass_expert``.
 
     Gains ``eta_j = max |Psi_j|``. (The l2 norm, the true standard deviation of the response
     to unit white noise, is 3.6 to 7.2 times smaller, but the shearlets overlap in frequency:
@@ -82,6 +86,7 @@ class ShearletFilterBank(FilterBank):
         shear_levels: shear level ``l`` of every scale (ShearLab's default ``ceil(j / 2)``).
         lowpass_taps: length of ``h`` (odd).
         fan_size: side of ``P`` (odd).
+        lowpass_expert: also build the coarse low-pass filter ``Phi`` (last filter).
     """
 
     expert_radius = 0.5
@@ -92,18 +97,20 @@ class ShearletFilterBank(FilterBank):
         shear_levels: tuple[int, ...] = (1, 1),
         lowpass_taps: int = 9,
         fan_size: int = 17,
+        lowpass_expert: bool = False,
     ) -> None:
         super().__init__()
         if len(shear_levels) != num_scales:
             raise ValueError(f"need one shear level per scale, got {shear_levels} for {num_scales} scales")
         self.num_scales = num_scales
         self.shear_levels = tuple(int(level) for level in shear_levels)
+        self.lowpass_expert = bool(lowpass_expert)
         self.lowpass = nn.Parameter(default_lowpass(lowpass_taps))
         self.fan = nn.Parameter(default_fan(fan_size))
 
     @property
     def num_filters(self) -> int:
-        return 2 * sum(2 ** (level + 1) + 1 for level in self.shear_levels)
+        return 2 * sum(2 ** (level + 1) + 1 for level in self.shear_levels) + int(self.lowpass_expert)
 
     def labels(self) -> list[str]:
         """One short label per filter, in the bank's order (for plots)."""
@@ -112,6 +119,8 @@ class ShearletFilterBank(FilterBank):
             for scale, level in enumerate(self.shear_levels):
                 for shear in range(-(2**level), 2**level + 1):
                     names.append(f"{cone} j{scale} k{shear:+d}/{2**level}")
+        if self.lowpass_expert:
+            names.append("low-pass")
         return names
 
     def _lowpass_product(self, omega: Tensor, levels: int) -> Tensor:
@@ -161,7 +170,12 @@ class ShearletFilterBank(FilterBank):
     def transfer(self, omega_y: Tensor, omega_x: Tensor) -> Tensor:
         horizontal = self._cone(omega_x, omega_y)
         vertical = [psi.T for psi in self._cone(omega_y, omega_x)]
-        return torch.stack(horizontal + vertical)
+        if not self.lowpass_expert:
+            return torch.stack(horizontal + vertical)
+        scaling = self._lowpass_product(omega_y, self.num_scales).unsqueeze(-1) * self._lowpass_product(
+            omega_x, self.num_scales
+        )
+        return torch.stack([*horizontal, *vertical, scaling])
 
     def gains(self) -> Tensor:
         return self.max_gain()

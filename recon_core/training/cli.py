@@ -41,6 +41,15 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scales", type=int, default=2, help="shearlet scales (shear levels ceil(j / 2), as ShearLab)"
     )
+    parser.add_argument(
+        "--gain",
+        choices=("max", "learned"),
+        default="max",
+        help="expert diffusion gain eta_j: the filter's max |frequency response|, or learned",
+    )
+    parser.add_argument(
+        "--lowpass-expert", action="store_true", help="also put an expert on the shearlet low-pass band"
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--levels-per-step", type=int, default=defaults.levels_per_step)
@@ -50,6 +59,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-weights", type=float, default=defaults.lr_weights)
     parser.add_argument("--lr-filters", type=float, default=defaults.lr_filters)
     parser.add_argument("--lr-scales", type=float, default=defaults.lr_scales)
+    parser.add_argument("--lr-gains", type=float, default=defaults.lr_gains, help="rate of log eta")
     parser.add_argument("--lr-decay", choices=("cosine", "none"), default=defaults.lr_decay)
     parser.add_argument("--final-lr-fraction", type=float, default=defaults.final_lr_fraction)
     parser.add_argument("--table-points", type=int, default=defaults.table_points)
@@ -138,6 +148,7 @@ def run_train(args: argparse.Namespace) -> TrainResult:
         lr_weights=args.lr_weights,
         lr_filters=args.lr_filters,
         lr_scales=args.lr_scales,
+        lr_gains=args.lr_gains,
         lr_decay=args.lr_decay,
         final_lr_fraction=args.final_lr_fraction,
         table_points=args.table_points,
@@ -147,6 +158,8 @@ def run_train(args: argparse.Namespace) -> TrainResult:
             bank=args.bank,
             num_scales=args.scales,
             shear_levels=tuple(math.ceil(scale / 2) for scale in range(1, args.scales + 1)),
+            gain=args.gain,
+            lowpass_expert=args.lowpass_expert,
         ),
     )
     sources = _sources(args.data)

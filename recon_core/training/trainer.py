@@ -54,6 +54,7 @@ class TrainConfig:
             shearlets, seed 0: mean loss over steps 500-600 0.212 at 1e-3 / 5e-4 / 3e-2
             against 0.378 over steps 400-500 at 1e-4 / 5e-5 / 1e-2). ``lambda`` is of order
             10, hence its larger rate.
+        lr_gains: Adam learning rate of the log gains ``log eta_j`` (``gain="learned"`` only).
         lr_decay: ``"cosine"``: every rate follows ``f + (1 - f) (1 + cos(pi t / T)) / 2`` of
             its value at step ``t`` of ``T`` (``f = final_lr_fraction``); ``"none"``: constant.
             Measured: with constant rates the loss stalls at about 0.15 after 2500 steps.
@@ -73,6 +74,7 @@ class TrainConfig:
     lr_weights: float = 1e-3
     lr_filters: float = 5e-4
     lr_scales: float = 3e-2
+    lr_gains: float = 1e-2
     lr_decay: Literal["none", "cosine"] = "cosine"
     final_lr_fraction: float = 0.05
     table_points: int = 1025
@@ -179,14 +181,16 @@ def initialise_from_data(model: PoGMDM, sampler: PatchSampler, seed: int, device
 
 
 def make_optimizer(model: PoGMDM, config: TrainConfig) -> torch.optim.Adam:
-    """Adam with three parameter groups: mixture weights, filters, expert scales."""
-    return torch.optim.Adam(
-        [
-            {"params": [model.experts.half_weights], "lr": config.lr_weights},
-            {"params": list(model.bank.parameters()), "lr": config.lr_filters},
-            {"params": [model.experts.scales], "lr": config.lr_scales},
-        ]
-    )
+    """Adam with a parameter group each for the mixture weights, the filters, the expert scales
+    and (learned gains only) the log gains; every group's undecayed rate is its ``base_lr``."""
+    groups = [
+        ([model.experts.half_weights], config.lr_weights),
+        (list(model.bank.parameters()), config.lr_filters),
+        ([model.experts.scales], config.lr_scales),
+    ]
+    if model.log_gains is not None:
+        groups.append(([model.log_gains], config.lr_gains))
+    return torch.optim.Adam([{"params": params, "lr": rate, "base_lr": rate} for params, rate in groups])
 
 
 def train(
@@ -228,7 +232,7 @@ def train(
         state = CheckpointState(0, [], info)
     losses = list(state.losses)
     bar = progress(state.step, config.steps) if progress is not None else None
-    base_rates = [config.lr_weights, config.lr_filters, config.lr_scales]
+    base_rates = [group["base_lr"] for group in optimizer.param_groups]
     last = config.steps if stop_after is None else min(config.steps, state.step + stop_after)
     for step in range(state.step, last):
         for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
