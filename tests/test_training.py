@@ -17,6 +17,7 @@ from recon_core.phantom import shepp_logan
 from recon_core.prior import load_prior
 from recon_core.training.cli import main
 from recon_core.training.data import PatchSampler, folder_sources
+from recon_core.training.trainer import TrainConfig
 
 TINY = ["--crop-size", "16", "--margin", "4", "--batch-size", "2", "--table-points", "65", "--device", "cpu"]
 
@@ -64,6 +65,38 @@ def test_cli_trains_checkpoints_and_resumes_deterministically(tiny_folder: Path,
     assert "--resume" not in record["command_line"] and record["data"]
     model = load_prior(export)
     assert torch.equal(model.experts.half_weights, first["model.experts.half_weights"])
+
+
+def test_cli_learned_gains_and_lowpass_expert_resume_and_export(tiny_folder: Path, tmp_path: Path) -> None:
+    options = ("--gain", "learned", "--lowpass-expert", "--lr-gains", "0.05")
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    export = tmp_path / "exported.safetensors"
+    run_cli(tiny_folder, straight, 3, *options, "--export", str(export))
+    run_cli(tiny_folder, interrupted, 3, *options, "--stop-after", "1")
+    run_cli(tiny_folder, interrupted, 3, *options, "--resume")
+    first = load_file(str(straight / "checkpoint.safetensors"))
+    second = load_file(str(interrupted / "checkpoint.safetensors"))
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    model = load_prior(export)
+    assert model.config.gain == "learned" and model.config.lowpass_expert and model.num_filters == 21
+    assert model.log_gains is not None
+    assert not torch.allclose(model.gains(), model.bank.max_gain(), rtol=1e-4), "the gains were trained"
+    record = json.loads(export.with_suffix(".json").read_text())
+    assert record["num_parameters"] == model.num_parameters() == 1663
+    assert record["train_config"]["lr_gains"] == 0.05
+    assert record["train_config"]["model"]["gain"] == "learned"
+
+
+def test_noise_level_sampling() -> None:
+    uniform = TrainConfig(levels_per_step=4000).noise_levels(torch.Generator().manual_seed(0))
+    assert uniform.min() >= 0 and uniform.max() <= 0.4 and abs(uniform.mean().item() - 0.2) < 0.01
+    config = TrainConfig(levels_per_step=4000, sigma_sampling="log-uniform", sigma_min=0.01)
+    logs = config.noise_levels(torch.Generator().manual_seed(0)).log()
+    assert logs.min() >= np.log(0.01) - 1e-6 and logs.max() <= np.log(0.4) + 1e-6
+    assert abs(logs.mean().item() - 0.5 * (np.log(0.01) + np.log(0.4))) < 0.05
+    with pytest.raises(ValueError):
+        TrainConfig(sigma_sampling="log-uniform", sigma_min=0.0)
 
 
 def test_resume_without_checkpoint_fails(tiny_folder: Path, tmp_path: Path) -> None:

@@ -79,7 +79,8 @@ class ShearletFilterBank(FilterBank):
     at large ``sigma`` the product of experts then scores noise with
     ``sum_j |Psi_j|^2 / eta_j^2``, which is about 1 in the covered band with ``max`` and up to
     about 100 with the l2 norm; measured DSM loss at the start of training: about 0.5 with
-    ``max``, about 500 with the l2 norm.)
+    ``max``, about 500 with the l2 norm.) ``PoGMDMConfig(gain="learned")`` replaces these gains
+    by learned ones, initialised at ``max``.
 
     Args:
         num_scales: ``J``.

@@ -50,12 +50,22 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lowpass-expert", action="store_true", help="also put an expert on the shearlet low-pass band"
     )
+    parser.add_argument(
+        "--components", type=int, default=defaults.model.num_components, help="mixture components (odd)"
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--levels-per-step", type=int, default=defaults.levels_per_step)
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="loss region side (pixels)")
     parser.add_argument("--margin", type=int, default=defaults.margin, help="context around the loss region")
     parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max)
+    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min, help="log-uniform only")
+    parser.add_argument(
+        "--sigma-sampling",
+        choices=("uniform", "log-uniform"),
+        default=defaults.sigma_sampling,
+        help="noise levels U(0, sigma_max) or log-uniform on [sigma_min, sigma_max]",
+    )
     parser.add_argument("--lr-weights", type=float, default=defaults.lr_weights)
     parser.add_argument("--lr-filters", type=float, default=defaults.lr_filters)
     parser.add_argument("--lr-scales", type=float, default=defaults.lr_scales)
@@ -145,6 +155,8 @@ def run_train(args: argparse.Namespace) -> TrainResult:
         crop_size=args.crop_size,
         margin=args.margin,
         sigma_max=args.sigma_max,
+        sigma_min=args.sigma_min,
+        sigma_sampling=args.sigma_sampling,
         lr_weights=args.lr_weights,
         lr_filters=args.lr_filters,
         lr_scales=args.lr_scales,
@@ -158,6 +170,7 @@ def run_train(args: argparse.Namespace) -> TrainResult:
             bank=args.bank,
             num_scales=args.scales,
             shear_levels=tuple(math.ceil(scale / 2) for scale in range(1, args.scales + 1)),
+            num_components=args.components,
             gain=args.gain,
             lowpass_expert=args.lowpass_expert,
         ),
