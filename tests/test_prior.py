@@ -15,6 +15,7 @@ from recon_core.prior import (
     DiffusionImagePrior,
     PoGMDM,
     PoGMDMConfig,
+    default_weights_path,
     load_default_prior,
     load_prior,
     save_prior,
@@ -311,7 +312,9 @@ def shipped() -> PoGMDM:
 
 def test_shipped_prior_gives_finite_score_on_320(shipped: PoGMDM) -> None:
     assert isinstance(shipped, DiffusionImagePrior)
-    assert shipped.num_parameters() == 1578
+    record = json.loads(default_weights_path().with_suffix(".json").read_text())
+    assert shipped.num_parameters() == record["num_parameters"]
+    assert PoGMDMConfig.from_dict(record["train_config"]["model"]) == shipped.config
     x = torch.nn.functional.pad(smooth_phantom(300), (10, 10, 10, 10))[None]
     with torch.no_grad():
         score = shipped.score(x + 0.05 * torch.randn_like(x), 0.05)

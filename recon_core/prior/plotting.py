@@ -69,6 +69,7 @@ def plot_prior(
     columns = min(count, 10 if count <= 20 else 12)
     groups = math.ceil(count / columns)
     scales = model.experts.scales.detach().double().cpu()
+    gains = model.gains().detach().double().cpu()
     kernels = model.bank.impulse_responses(128).double().cpu() * scales[:, None, None]
     half = filter_size // 2
     kernels = kernels[:, 64 - half : 64 + half + 1, 64 - half : 64 + half + 1]
@@ -88,7 +89,9 @@ def plot_prior(
             continue
         limit = float(kernels[index].abs().max()) or 1.0
         cells[0].imshow(kernels[index].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        cells[0].set_title(f"{labels[index]}\nlambda={float(scales[index]):.3g}", fontsize=6)
+        cells[0].set_title(
+            f"{labels[index]}\nlambda={float(scales[index]):.3g} eta={float(gains[index]):.3g}", fontsize=6
+        )
         cells[1].imshow(spectra[index].numpy(), cmap="magma")
         for cell in cells[:2]:
             cell.set_xticks([])
