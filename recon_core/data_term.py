@@ -5,15 +5,17 @@
 
 with ``r`` the k-space residual and ``g_c = F^H M^H r_c`` (ALGORITHM.md section 1):
 
-    grad_u D = lambda * Re( sum_c conj(s_c) g_c )
-    grad_c D = lambda * u * ( g_c / R - c_c * Re( sum_l conj(c_l) g_l ) / R^3 )
+    grad_u D = lambda * Re( sum_c conj(s_c) g_c )        (real u; without Re for complex u)
+    grad_c D = lambda * ( w_c / R - c_c * Re( sum_l conj(c_l) w_l ) / R^3 ),   w_c = conj(u) g_c
 
 Complex gradients follow the convention ``dD/dRe(c) + i dD/dIm(c)`` (what torch autograd
 returns for a real loss), so ``c - tau * grad_c D`` is a descent step.
 
-Shapes: ``u`` is ``(B, H, W)`` real; ``c`` is ``(B, C, H, W)`` complex; the data ``y`` is
-``(C, H, W)`` complex on the normalised scale, zero where not acquired; ``lambda`` is a float
-or a ``(B,)`` tensor. ``D`` is invariant to a global rescaling of ``c`` (only ``s`` enters).
+Shapes: ``u`` is ``(B, H, W)`` real (a non-negative magnitude image) or complex (an image that
+carries the object phase, see :mod:`recon_core.complex_prior`); ``c`` is ``(B, C, H, W)``
+complex; the data ``y`` is ``(C, H, W)`` complex on the normalised scale, zero where not
+acquired; ``lambda`` is a float or a ``(B,)`` tensor. ``D`` is invariant to a global
+rescaling of ``c`` (only ``s`` enters).
 """
 
 from __future__ import annotations
@@ -134,11 +136,13 @@ class JointDataTerm:
     def grad_image(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
     ) -> Tensor:
-        """``grad_u D``: ``(B, H, W)`` real."""
+        """``grad_u D``: ``(B, H, W)``, real for a real image, complex for a complex one."""
         residual = self.residual(image, coils) if residual is None else residual
         back = torch.fft.ifft2(residual * self._mask_float, norm="ortho")
         modulated_coils = normalised_coils(coils) * self._image_phase
-        combined = (modulated_coils.conj() * back).sum(dim=-3).real
+        combined = (modulated_coils.conj() * back).sum(dim=-3)
+        if not image.is_complex():
+            combined = combined.real
         return _batch_weight(weight, combined) * combined
 
     def grad_coils(
@@ -148,6 +152,7 @@ class JointDataTerm:
         residual = self.residual(image, coils) if residual is None else residual
         back = self.back_projection(residual)
         rss = coil_rss(coils).unsqueeze(-3)
-        projection = (coils.conj() * back).sum(dim=-3, keepdim=True).real
-        grad = image.unsqueeze(-3) * (back / rss - coils * projection / rss**3)
+        weighted = (image.conj() if image.is_complex() else image).unsqueeze(-3) * back
+        projection = (coils.conj() * weighted).sum(dim=-3, keepdim=True).real
+        grad = weighted / rss - coils * projection / rss**3
         return _batch_weight(weight, grad) * grad

@@ -5,7 +5,8 @@
   ``lambda * D_1`` makes the coil subproblem independent of the noise level: ``mu`` is the
   smoothness relative to the data fit (coil features shorter than about ``sqrt(mu) / u``
   pixels are suppressed, ``u`` the image intensity on the normalised scale).
-* Image step (MAP): ``u <- max(0, u - t (lambda grad_u D_1 - score(u, sigma)))``.
+* Image step (MAP): ``u <- P(u - t (lambda grad_u D_1 - score(u, sigma)))`` with ``P`` the
+  projection onto ``u >= 0`` for a real (magnitude) image and the identity for a complex one.
 
 Both use one step size per batch entry (chain), grown on entry (``COIL_STEP_GROWTH``,
 ``STEP_GROWTH``) and halved
@@ -42,6 +43,11 @@ def _inner(a: Tensor, b: Tensor) -> Tensor:
     return product.flatten(1).sum(dim=1)
 
 
+def project_image(image: Tensor) -> Tensor:
+    """The image constraint: ``max(u, 0)`` for a real image, none for a complex one."""
+    return image if image.is_complex() else image.clamp_min(0.0)
+
+
 def _expand(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
@@ -62,15 +68,17 @@ def coil_step(
     step: Tensor,
     smoothness: float,
     residual: Tensor | None = None,
+    order: int = 1,
 ) -> CoilStepResult:
     """One backtracking proximal-gradient step on the coils (see the module docstring).
 
     Args:
-        image: ``(B, H, W)`` real image ``u``.
+        image: ``(B, H, W)`` image ``u`` (real or complex).
         coils: ``(B, C, H, W)`` complex un-normalised maps ``c``.
         step: ``(B,)`` step sizes from the previous call (grown here before the search).
         smoothness: ``mu`` of the coil smoothness prior.
         residual: ``M F(u s) - y`` at ``(image, coils)`` if already known.
+        order: order ``p`` of the smoothness prior (:mod:`recon_core.coil_prior`).
 
     Returns:
         New coils (rescaled so the RMS of their RSS is 1), accepted steps and the residual.
@@ -83,7 +91,7 @@ def coil_step(
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
         step_b = _expand(step, coils)
-        candidate = smoothness_prox(coils - step_b * grad, step_b * smoothness)
+        candidate = smoothness_prox(coils - step_b * grad, step_b * smoothness, order)
         candidate_residual = data_term.residual(image, candidate)
         candidate_value = data_term.value(image, candidate, residual=candidate_residual)
         difference = candidate - coils
@@ -136,7 +144,7 @@ def image_step(
     residual: Tensor | None = None,
     gradient: Tensor | None = None,
 ) -> ImageStepResult:
-    """One projected-gradient step on ``lambda D_1(u, c) + E(u, sigma)`` subject to ``u >= 0``.
+    """One projected-gradient step on ``lambda D_1(u, c) + E(u, sigma)`` (``u >= 0`` if real).
 
     The prior's energy is never evaluated (exactly it costs about a hundred tabulated score
     evaluations), so the step is accepted by a gradient-only (secant) test instead of a
@@ -146,7 +154,7 @@ def image_step(
     next step, so an accepted first trial costs one gradient evaluation.
 
     Args:
-        image: ``(B, H, W)`` real, non-negative.
+        image: ``(B, H, W)`` real and non-negative, or complex (the prior then acts per part).
         coils: ``(B, C, H, W)`` complex.
         step: ``(B,)`` step sizes from the previous call.
         weight: the data weight ``lambda``.
@@ -160,7 +168,7 @@ def image_step(
     new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
-        candidate = (image - _expand(step, image) * gradient).clamp_min(0.0)
+        candidate = project_image(image - _expand(step, image) * gradient)
         candidate_residual = data_term.residual(candidate, coils)
         candidate_gradient = image_objective_gradient(
             data_term, prior, candidate, coils, weight, sigma, candidate_residual

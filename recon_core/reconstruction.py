@@ -31,9 +31,11 @@ import torch
 from torch import Tensor
 
 from recon_core.coil_prior import smoothness_prox
+from recon_core.complex_prior import ComplexPartsPrior
 from recon_core.config import ReconConfig
 from recon_core.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.device import resolve_device
+from recon_core.joint_steps import project_image
 from recon_core.kspace import KSpaceSlice
 from recon_core.map_solver import solve_map
 from recon_core.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_std
@@ -93,14 +95,14 @@ def scale_factor(zero_filled_coil_images: Tensor, region: float) -> float:
     return value
 
 
-def initial_coils(zero_filled_coil_images: Tensor, cutoff: float) -> Tensor:
+def initial_coils(zero_filled_coil_images: Tensor, cutoff: float, order: int = 1) -> Tensor:
     """Low-passed zero-filled coil images, RMS of the RSS scaled to 1: ``(C, H, W)``.
 
-    The smoothness prox ``1 / (1 + t w)`` with ``t = 1 / (pi cutoff / 2)^2`` halves the
+    The smoothness prox ``1 / (1 + t w^p)`` with ``t = (pi cutoff / 2)^(-2p)`` halves the
     frequency ``cutoff`` (fraction of the k-space half-width).
     """
-    weight = 1.0 / (math.pi * cutoff / 2.0) ** 2
-    return normalise_coil_scale(smoothness_prox(zero_filled_coil_images, weight))
+    weight = (1.0 / (math.pi * cutoff / 2.0) ** 2) ** order
+    return normalise_coil_scale(smoothness_prox(zero_filled_coil_images, weight, order))
 
 
 def _load_prior(device: torch.device) -> DiffusionImagePrior:
@@ -153,33 +155,69 @@ def reconstruct(
     data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask)
     sigma_n = noise_std / scale
 
-    coils = initial_coils(zero_filled / scale, config.coil_init_cutoff)
-    combined = (normalised_coils(coils).conj() * zero_filled / scale).sum(dim=0).abs().to(torch.float32)
+    coils = initial_coils(zero_filled / scale, config.coil_init_cutoff, config.coil_smoothness_order)
+    combined = (normalised_coils(coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
+    if config.image_model == "complex":
+        prior = ComplexPartsPrior(prior)
+    else:
+        combined = combined.abs()
     batch = 1 if config.method == "map" else config.num_chains
     coils = coils.unsqueeze(0).repeat(batch, 1, 1, 1)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     setup_time = time.perf_counter() - start
 
-    if config.method == "map":
+    def run_map(progress_map: Progress | None) -> tuple[Tensor, Tensor, list[float], list[float]]:
         half = max(1, config.map_iterations // 2)
-        sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
-        sigmas = sigmas + [config.map_sigma] * (config.map_iterations - len(sigmas))
-        weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
+        map_sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
+        map_sigmas = map_sigmas + [config.map_sigma] * (config.map_iterations - len(map_sigmas))
+        map_weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in map_sigmas]
         result = solve_map(
-            data_term, prior, combined.unsqueeze(0), coils, sigmas, weights, config.coil_smoothness, progress
+            data_term,
+            prior,
+            combined.unsqueeze(0),
+            coils[:1],
+            map_sigmas,
+            map_weights,
+            config.coil_smoothness,
+            progress_map,
+            coil_order=config.coil_smoothness_order,
+            momentum=config.map_momentum,
         )
-        image_normalised, std_normalised, final_coils = result.image[0], None, result.coils
-        iterations = result.iterations
+        return result.image, result.coils, map_sigmas, map_weights
+
+    if config.method == "map":
+        map_image, final_coils, sigmas, weights = run_map(progress)
+        image_normalised, std_normalised = map_image[0].abs(), None
+        iterations = config.map_iterations
     else:
         sigmas = geometric_sigmas(config.sigma_max, config.sigma_min, config.num_noise_levels)
         weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
-        noise = torch.randn((batch, *combined.shape), generator=generator, device=device)
-        start_image = (
-            combined.unsqueeze(0)
-            if config.initialisation == "zero_filled"
-            else torch.zeros_like(combined)[None]
+        sampler_steps = config.num_noise_levels * config.steps_per_level
+        sampler_progress = progress
+        if config.initialisation == "map":
+            total = config.map_iterations + sampler_steps
+
+            def map_progress(done: int, _total: int) -> None:
+                if progress is not None:
+                    progress(done, total)
+
+            def sampler_progress(done: int, _total: int) -> None:
+                if progress is not None:
+                    progress(config.map_iterations + done, total)
+
+            map_image, map_coils, _, _ = run_map(map_progress)
+            start_image = map_image
+            coils = map_coils.repeat(batch, 1, 1, 1)
+        elif config.initialisation == "zero_filled":
+            start_image = combined.unsqueeze(0)
+        else:
+            start_image = torch.zeros_like(combined)[None]
+        noise = torch.randn(
+            (batch, *combined.shape), generator=generator, device=device, dtype=combined.dtype
         )
-        image = (start_image + config.sigma_max * noise).clamp_min(0.0)
+        if combined.is_complex():
+            noise = noise * math.sqrt(2.0)  # unit variance per part
+        image = project_image(start_image + config.sigma_max * noise)
         samples = sample_posterior(
             data_term,
             prior,
@@ -194,11 +232,17 @@ def reconstruct(
             coil_update_interval=config.coil_update_interval,
             final_denoise=config.final_denoise,
             clamp_every_step=config.clamp_every_step,
-            progress=progress,
+            progress=sampler_progress,
+            coil_order=config.coil_smoothness_order,
         )
-        image_normalised = samples.samples.mean(dim=0)
-        std_normalised = samples.samples.std(dim=0, unbiased=True)
+        # The magnitude is invariant to how each chain splits a smooth phase between image and
+        # coils; mean and std are taken over the chains' magnitudes.
+        magnitudes = samples.samples.abs()
+        image_normalised = magnitudes.mean(dim=0)
+        std_normalised = magnitudes.std(dim=0, unbiased=True)
         final_coils, iterations = samples.coils, samples.steps
+        if config.initialisation == "map":
+            iterations += config.map_iterations
 
     coil_maps = normalised_coils(normalised_coils(final_coils).mean(dim=0)).to(torch.complex64)
     solve_time = time.perf_counter() - start - setup_time
@@ -214,6 +258,7 @@ def reconstruct(
         "iterations": iterations,
         "num_chains": batch,
         "seed": config.seed,
+        "image_model": config.image_model,
         "acceleration": data.acceleration,
         "timings_s": {"setup": setup_time, "solve": solve_time, "total": time.perf_counter() - start},
     }

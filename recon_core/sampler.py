@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from recon_core.data_term import JointDataTerm
-from recon_core.joint_steps import coil_step
+from recon_core.joint_steps import coil_step, project_image
 from recon_core.prior.base import DiffusionImagePrior
 
 INITIAL_COIL_STEP = 1.0
@@ -60,15 +60,21 @@ def score_curvature(
     step = 1e-2 * sigma
     base = prior.score(image, sigma)
     curvature = 0.0
-    vector = direction / direction.pow(2).mean().sqrt().clamp_min(1e-30)
+    vector = direction / direction.abs().pow(2).mean().sqrt().clamp_min(1e-30)
     for _ in range(iterations):
         product = -(prior.score(image + step * vector, sigma) - base) / step
-        norm = float(product.pow(2).mean().sqrt())
+        norm = float(product.abs().pow(2).mean().sqrt())
         curvature = norm  # ||H v|| / ||v|| with ||v||_rms = 1
         if not norm > 0.0:
             break
         vector = product / norm
     return curvature, vector
+
+
+def _unit_noise(image: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal noise shaped like ``image``; complex: each part has unit variance."""
+    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    return noise * math.sqrt(2.0) if image.is_complex() else noise
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> list[float]:
@@ -81,7 +87,8 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> list[fl
 
 @dataclass(frozen=True)
 class SamplerResult:
-    """``samples``: ``(B, H, W)`` float32 final images of the chains; ``coils``: ``(B, C, H, W)``."""
+    """``samples``: ``(B, H, W)`` final images of the chains (float32 or complex64);
+    ``coils``: ``(B, C, H, W)``."""
 
     samples: Tensor
     coils: Tensor
@@ -103,6 +110,7 @@ def sample_posterior(
     final_denoise: bool = True,
     clamp_every_step: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    coil_order: int = 1,
 ) -> SamplerResult:
     """Run the chains; every batch entry of ``image`` / ``coils`` is one chain.
 
@@ -119,6 +127,7 @@ def sample_posterior(
         final_denoise: apply Tweedie's denoiser at ``sigma_L`` after the last step.
         clamp_every_step: project onto ``u >= 0`` after every step (else only at the end).
         progress: called with ``(done, total)`` after every step.
+        coil_order: order ``p`` of the coil smoothness prior.
     """
     if len(sigmas) != len(weights) or len(sigmas) == 0:
         raise ValueError(f"need one weight per sigma, got {len(sigmas)} sigmas and {len(weights)} weights")
@@ -134,13 +143,13 @@ def sample_posterior(
         alpha = step_size / (curvature + weight)
         for _ in range(steps_per_level):
             drift = prior.score(image, sigma) - data_term.grad_image(image, coils, weight, residual)
-            noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+            noise = _unit_noise(image, generator)
             image = image + alpha * drift + math.sqrt(2.0 * alpha) * noise
             if clamp_every_step:
-                image = image.clamp_min(0.0)
+                image = project_image(image)
             done += 1
             if done % coil_update_interval == 0:
-                result = coil_step(data_term, image, coils, coil_steps, coil_smoothness)
+                result = coil_step(data_term, image, coils, coil_steps, coil_smoothness, order=coil_order)
                 coils, coil_steps, residual = result.coils, result.step, result.residual
             else:
                 residual = data_term.residual(image, coils)
@@ -148,5 +157,5 @@ def sample_posterior(
                 progress(done, total)
     if final_denoise:
         image = image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])
-    image = image.clamp_min(0.0)
+    image = project_image(image)
     return SamplerResult(samples=image, coils=coils, steps=total)

@@ -83,3 +83,34 @@ def test_prox_solves_its_minimisation(device: torch.device) -> None:
     objective.backward()
     assert z.grad is not None
     assert float(z.grad.abs().max()) < 1e-10
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_higher_order_prox_is_exact_against_dense_solve(order: int, device: torch.device) -> None:
+    height, width, weight = 5, 6, 0.7
+    generator = torch.Generator().manual_seed(5)
+    coils = random_complex((3, height, width), generator, "cpu").to(torch.complex128)
+    gradient = _dense_gradient(height, width)
+    laplacian = gradient.T @ gradient
+    system = torch.eye(height * width, dtype=torch.float64) + weight * torch.linalg.matrix_power(
+        laplacian, order
+    )
+    expected = torch.linalg.solve(system.to(torch.complex128), coils.reshape(3, -1).T).T.reshape(coils.shape)
+    result = smoothness_prox(coils.to(device), weight, order).cpu()
+    torch.testing.assert_close(result, expected, rtol=0, atol=1e-9)
+    # the energy of that order: 1/2 <c, L^p c>
+    flat = coils.reshape(3, -1)
+    dense_energy = (
+        0.5 * 2.0 * (flat.conj() @ torch.linalg.matrix_power(laplacian, order).to(flat.dtype) @ flat.T)
+    )
+    torch.testing.assert_close(
+        smoothness_energy(coils, 2.0, order), dense_energy.diagonal().real.sum(), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_smoothness_order_must_be_positive() -> None:
+    coils = torch.zeros((2, 4, 4), dtype=torch.complex64)
+    with pytest.raises(ValueError, match="order"):
+        smoothness_prox(coils, 1.0, 0)
+    with pytest.raises(ValueError, match="order"):
+        smoothness_energy(coils, 1.0, 0)

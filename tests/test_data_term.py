@@ -91,3 +91,21 @@ def test_noise_estimate_rejects_noise_free_data() -> None:
     kspace = torch.zeros(4, 16, 16, dtype=torch.complex64)
     with pytest.raises(ValueError, match="noise"):
         estimate_noise_std(kspace, mask)
+
+
+@pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
+def test_gradients_match_autograd_for_a_complex_image(shape: tuple[int, int], device: torch.device) -> None:
+    data_term, image, coils = _problem(shape, device)
+    generator = torch.Generator().manual_seed(5)
+    complex_image = random_complex(tuple(image.shape), generator, "cpu").to(device)
+    weight = torch.tensor([2.0, 0.5], device=device)
+    image_leaf = complex_image.clone().requires_grad_(True)
+    coils_leaf = coils.clone().requires_grad_(True)
+    data_term.value(image_leaf, coils_leaf, weight).sum().backward()
+    assert image_leaf.grad is not None and coils_leaf.grad is not None
+    gradient = data_term.grad_image(complex_image, coils, weight)
+    assert gradient.is_complex()
+    torch.testing.assert_close(gradient, image_leaf.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        data_term.grad_coils(complex_image, coils, weight), coils_leaf.grad, rtol=1e-4, atol=1e-5
+    )

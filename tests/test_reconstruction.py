@@ -74,25 +74,30 @@ def _zero_filled_nmse(data: KSpaceSlice, reference: Tensor) -> float:
     return nmse(FFT2Operator().adjoint(data.kspace).abs().pow(2).sum(0).sqrt(), reference)
 
 
+@pytest.mark.parametrize("image_model", ["complex", "magnitude"])
 @pytest.mark.parametrize("noise_std", [0.0, NOISE_STD])
-def test_map_reaches_nmse_bound(noise_std: float, device: torch.device) -> None:
+def test_map_reaches_nmse_bound(noise_std: float, image_model: str, device: torch.device) -> None:
     data, reference = _phantom_slice(noise_std, device)
-    result = reconstruct(data, _config("map", device), SmoothTVPrior())
+    result = reconstruct(data, _config("map", device, image_model=image_model), SmoothTVPrior())
     assert isinstance(result, ReconResult)
     assert result.image.shape == (SIZE, SIZE) and result.image.dtype == torch.float32
     assert result.image.device.type == device.type
     assert result.std is None
     assert result.coil_maps.shape == (COILS, SIZE, SIZE) and result.coil_maps.dtype == torch.complex64
     assert _zero_filled_nmse(data, reference) > 0.3  # the problem is not trivial
-    assert nmse(result.image, reference) < 0.01
+    assert nmse(result.image, reference) < 0.005
+    assert result.info["image_model"] == image_model
     assert result.info["noise_source"] == ("prescan" if noise_std > 0 else "estimated")
 
 
+@pytest.mark.parametrize("image_model", ["complex", "magnitude"])
 @pytest.mark.parametrize("noise_std", [0.0, NOISE_STD])
-def test_posterior_reaches_nmse_bound_with_finite_std(noise_std: float, device: torch.device) -> None:
+def test_posterior_reaches_nmse_bound_with_finite_std(
+    noise_std: float, image_model: str, device: torch.device
+) -> None:
     data, reference = _phantom_slice(noise_std, device)
-    result = reconstruct(data, _config("posterior", device), SmoothTVPrior())
-    assert nmse(result.image, reference) < 0.04
+    result = reconstruct(data, _config("posterior", device, image_model=image_model), SmoothTVPrior())
+    assert nmse(result.image, reference) < 0.01
     assert result.std is not None and result.std.shape == (SIZE, SIZE) and result.std.dtype == torch.float32
     assert bool(torch.isfinite(result.std).all())
     on_object = reference > 0.05 * reference.max()
@@ -117,12 +122,19 @@ def test_same_seed_same_result(device: torch.device) -> None:
 def test_progress_is_reported(device: torch.device) -> None:
     data, _ = _phantom_slice(NOISE_STD, device)
     calls: list[tuple[int, int]] = []
-    config = _config("posterior", device, num_noise_levels=4, steps_per_level=3)
+    config = _config("posterior", device, num_noise_levels=4, steps_per_level=3, initialisation="zero_filled")
     result = reconstruct(
         data, config, SmoothTVPrior(), progress=lambda done, total: calls.append((done, total))
     )
     assert calls == [(step, 12) for step in range(1, 13)]
     assert result.info["iterations"] == 12
+    calls.clear()
+    warm = dataclasses.replace(config, initialisation="map", map_iterations=5)
+    result = reconstruct(
+        data, warm, SmoothTVPrior(), progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls == [(step, 17) for step in range(1, 18)]  # 5 MAP iterations, then 12 Langevin steps
+    assert result.info["iterations"] == 17
     calls.clear()
     reconstruct(
         data,
