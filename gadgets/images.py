@@ -124,6 +124,8 @@ def image_comment(kind: str, settings: GadgetSettings) -> str:
             f"PoGMDM {label} {config.num_chains} chains "
             f"{config.num_noise_levels}x{config.steps_per_level} steps"
         )
+        if config.initialisation == "map":
+            method += f" from MAP {config.map_iterations} it"
     return f"{method} seed {config.seed} preset {settings.preset}"
 
 

@@ -108,7 +108,7 @@ def test_image_meta_for_the_scanner_database() -> None:
         assert [float(v) for v in meta["ImageColumnDir"]] == [-1.0, 0.0, 0.0]
         assert meta["Pogmdm_iterations"] == "12" and "Pogmdm_timings_s" not in meta
     comment = ismrmrd.Meta.deserialize(image.attribute_string)["ImageComments"]
-    assert comment == "PoGMDM posterior mean 3 chains 30x4 steps seed 0 preset balanced"
+    assert comment == "PoGMDM posterior mean 3 chains 5x4 steps from MAP 200 it seed 0 preset balanced"
     assert "posterior std" in ismrmrd.Meta.deserialize(std.attribute_string)["ImageComments"]
     assert image_comment("image", settings_from_properties({})) == "PoGMDM MAP 100 it seed 0 preset fast"
 

@@ -64,8 +64,8 @@ def _config(method: str, device: torch.device, **changes: object) -> ReconConfig
         method=method,
         device=device.type,
         num_chains=4,
-        num_noise_levels=20,
-        steps_per_level=5,
+        num_noise_levels=5,
+        steps_per_level=4,
     )
     return dataclasses.replace(base, **changes)
 
@@ -108,7 +108,7 @@ def test_posterior_reaches_nmse_bound_with_finite_std(
 
 def test_same_seed_same_result(device: torch.device) -> None:
     data, _ = _phantom_slice(NOISE_STD, device)
-    config = _config("posterior", device, num_noise_levels=6, steps_per_level=2, seed=11)
+    config = _config("posterior", device, num_noise_levels=6, steps_per_level=2, seed=11, map_iterations=20)
     first = reconstruct(data, config, SmoothTVPrior())
     second = reconstruct(data, config, SmoothTVPrior())
     other = reconstruct(data, dataclasses.replace(config, seed=12), SmoothTVPrior())
