@@ -66,7 +66,7 @@ LABELS = {
 }
 PICS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 SIGPY_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
-NLINV_GRID = (6, 8, 10, 12, 14, 16)
+NLINV_GRID = (8, 10, 12, 14, 16, 18, 20, 24)
 ESPIRIT_CROPS = (0.8, 0.5, 0.2)  # ecalib -c grid, chosen by the pics PSNR at PICS_GRID[2]
 
 
