@@ -84,7 +84,8 @@ class ReconConfig:
             prior acts on its real and imaginary parts (:mod:`recon_core.complex_prior`), the
             coils carry only smooth phase; ``"magnitude"``: ALGORITHM.md's real non-negative
             image, all phase in the smooth coils (fails where the object phase is not smooth,
-            e.g. at the scalp of a brain: measured 3-5 dB lower on the Berkeley brain).
+            e.g. at the scalp of a brain: MAP on the Berkeley brain: 4.9 dB lower on 1D random
+            R=4, 8.7 dB on equispaced R=4).
     """
 
     method: Method = "posterior"
