@@ -42,7 +42,7 @@ from recon_core.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_st
 from recon_core.operators import FFT2Operator
 from recon_core.prewhitening import prewhiten_slice
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.sampler import geometric_sigmas, sample_posterior
+from recon_core.sampler import geometric_sigmas, sample_posterior, unit_noise
 
 Progress = Callable[[int, int], None]
 
@@ -118,6 +118,22 @@ def _noise_level(data: KSpaceSlice) -> tuple[float, str]:
     return estimate_noise_std(data.kspace, data.mask), "estimated"
 
 
+def _map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], list[float]]:
+    """MAP prior noise levels (geometric from ``map_sigma_start`` to ``map_sigma`` over the
+    first half of the iterations, then constant) and the data weight of each iteration."""
+    half = max(1, config.map_iterations // 2)
+    sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
+    sigmas = sigmas + [config.map_sigma] * (config.map_iterations - len(sigmas))
+    return sigmas, [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
+
+
+def _offset_progress(progress: Progress | None, offset: int, total: int) -> Progress | None:
+    """``progress`` for one phase of a two-phase run: ``(offset + done, total)``."""
+    if progress is None:
+        return None
+    return lambda done, _phase_total: progress(offset + done, total)
+
+
 def reconstruct(
     kspace: KSpaceSlice,
     config: ReconConfig,
@@ -167,10 +183,7 @@ def reconstruct(
     setup_time = time.perf_counter() - start
 
     def run_map(progress_map: Progress | None) -> tuple[Tensor, Tensor, list[float], list[float]]:
-        half = max(1, config.map_iterations // 2)
-        map_sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
-        map_sigmas = map_sigmas + [config.map_sigma] * (config.map_iterations - len(map_sigmas))
-        map_weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in map_sigmas]
+        map_sigmas, map_weights = _map_schedule(config, sigma_n)
         result = solve_map(
             data_term,
             prior,
@@ -192,31 +205,18 @@ def reconstruct(
     else:
         sigmas = geometric_sigmas(config.sigma_max, config.sigma_min, config.num_noise_levels)
         weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
-        sampler_steps = config.num_noise_levels * config.steps_per_level
         sampler_progress = progress
         if config.initialisation == "map":
-            total = config.map_iterations + sampler_steps
-
-            def map_progress(done: int, _total: int) -> None:
-                if progress is not None:
-                    progress(done, total)
-
-            def sampler_progress(done: int, _total: int) -> None:
-                if progress is not None:
-                    progress(config.map_iterations + done, total)
-
-            map_image, map_coils, _, _ = run_map(map_progress)
+            total = config.map_iterations + config.num_noise_levels * config.steps_per_level
+            map_image, map_coils, _, _ = run_map(_offset_progress(progress, 0, total))
+            sampler_progress = _offset_progress(progress, config.map_iterations, total)
             start_image = map_image
             coils = map_coils.repeat(batch, 1, 1, 1)
         elif config.initialisation == "zero_filled":
             start_image = combined.unsqueeze(0)
         else:
             start_image = torch.zeros_like(combined)[None]
-        noise = torch.randn(
-            (batch, *combined.shape), generator=generator, device=device, dtype=combined.dtype
-        )
-        if combined.is_complex():
-            noise = noise * math.sqrt(2.0)  # unit variance per part
+        noise = unit_noise(start_image.expand(batch, -1, -1), generator)
         image = project_image(start_image + config.sigma_max * noise)
         samples = sample_posterior(
             data_term,

@@ -71,10 +71,10 @@ def score_curvature(
     return curvature, vector
 
 
-def _unit_noise(image: Tensor, generator: torch.Generator) -> Tensor:
-    """Standard normal noise shaped like ``image``; complex: each part has unit variance."""
-    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-    return noise * math.sqrt(2.0) if image.is_complex() else noise
+def unit_noise(like: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal noise shaped like ``like``; complex: each part has unit variance."""
+    noise = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return noise * math.sqrt(2.0) if like.is_complex() else noise
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> list[float]:
@@ -143,7 +143,7 @@ def sample_posterior(
         alpha = step_size / (curvature + weight)
         for _ in range(steps_per_level):
             drift = prior.score(image, sigma) - data_term.grad_image(image, coils, weight, residual)
-            noise = _unit_noise(image, generator)
+            noise = unit_noise(image, generator)
             image = image + alpha * drift + math.sqrt(2.0 * alpha) * noise
             if clamp_every_step:
                 image = project_image(image)
