@@ -3,8 +3,11 @@
 For noise levels ``sigma_1 > ... > sigma_L`` (geometric), ``T`` steps each, for all chains at once:
 
     u <- u + alpha_k ( score(u, sigma_k) - lambda_k grad_u D_1(u, c) ) + sqrt(2 alpha_k) xi
-    u <- max(u, 0)
+    u <- max(u, 0)                                         (real image only)
     c <- prox_{tau R}( c - tau grad_c D_1(u, c) )          (backtracking tau, recon_core.joint_steps)
+
+For a complex image the score acts per part (:mod:`recon_core.complex_prior`) and ``xi`` has
+unit variance in both parts.
 
 with ``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)``: the likelihood of the data given
 the *diffused* image ``u_k = u + sigma_k z`` is approximately Gaussian with variance
