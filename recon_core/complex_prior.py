@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.model import sigma_vector
 
 
 def _split(x: Tensor) -> Tensor:
@@ -62,7 +63,5 @@ class ComplexPartsPrior:
 
     def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Tweedie's estimate ``x + sigma^2 score(x, sigma)`` (per part)."""
-        sigma_b = torch.as_tensor(sigma, device=x.device, dtype=x.real.dtype)
-        if sigma_b.ndim == 1:
-            sigma_b = sigma_b[:, None, None]
+        sigma_b = sigma_vector(sigma, x.shape[0], x.real)[:, None, None]
         return x + sigma_b.square() * self.score(x, sigma)

@@ -53,7 +53,7 @@ class ReconConfig:
             (0.005: measured +2-8 dB over 0.02 on the Berkeley brain, whose noise is 0.0006).
         map_sigma_start: first prior noise level of the MAP continuation; ``sigma`` falls
             geometrically to ``map_sigma`` over the first half of the iterations.
-        coil_smoothness: mu of the coil smoothness prior ``(mu/2) sum ||grad c||^2``, relative
+        coil_smoothness: mu of the coil smoothness prior ``(mu/2) <c, L^p c>``, relative
             to the unweighted data fit (noise-independent): coil detail finer than about
             ``sqrt(mu) / u`` pixels is suppressed (``u`` the image intensity, about 1).
         coil_smoothness_order: ``p`` of the coil prior ``(mu/2) <c, L^p c>`` (``L`` the Neumann
