@@ -136,6 +136,10 @@ def _espirit_tuned(
 def _load_prior(name: str) -> object | None:
     if name == "default":
         return None
+    if name.endswith(".safetensors"):
+        from recon_core.prior import load_prior
+
+        return load_prior(Path(name)).tabulated()
     if name == "smooth-tv":
         sys.path.insert(0, str(REPO / "tests"))
         from smooth_prior import SmoothTVPrior
@@ -280,7 +284,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
-    parser.add_argument("--prior", default="default", choices=("default", "smooth-tv"))
+    parser.add_argument(
+        "--prior",
+        default="default",
+        help="'default' (the shipped weights), 'smooth-tv', or a PoGMDM .safetensors weights file",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller tuning grids for the peers")
     parser.add_argument("--figure", type=Path, default=FIGURE, help="PNG to write ('' for none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")

@@ -63,8 +63,17 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
         ("conv", {}),
         ("shearlet", {"gain": "learned", "lowpass_expert": True}),
         ("conv", {"gain": "learned"}),
+        ("shearlet", {"tight_frame": True, "num_scales": 3, "shear_levels": (1, 1, 1)}),
+        ("shearlet", {"component_width": 0.5}),
     ],
-    ids=["shearlet", "conv", "shearlet-learned-gain-lowpass", "conv-learned-gain"],
+    ids=[
+        "shearlet",
+        "conv",
+        "shearlet-learned-gain-lowpass",
+        "conv-learned-gain",
+        "shearlet-tight-3-scales",
+        "shearlet-narrow-components",
+    ],
 )
 def test_score_is_minus_autograd_gradient_of_energy(
     bank: str, options: dict[str, object], device: torch.device
@@ -221,6 +230,39 @@ def test_lowpass_expert_filter_is_the_coarse_scaling_function() -> None:
     assert torch.allclose(transfer[:-1], ShearletFilterBank().double().transfer(omega, omega).detach())
 
 
+@pytest.mark.parametrize("scales", [(1, 1), (1, 1, 1), (1, 1, 2)])
+def test_tight_frame_is_parseval_at_any_filters(scales: tuple[int, ...]) -> None:
+    """With ``tight``, ``sum_j |Psi_j|^2 + |Phi|^2 = 1`` everywhere, for perturbed ``h, P`` too;
+    the filters stay real and keep their orientation (each is a positive multiple of the
+    untight one at every frequency)."""
+    for seed in (0, 1):
+        model = perturbed_model("shearlet", seed=seed, num_scales=len(scales), shear_levels=scales)
+        tight = ShearletFilterBank(len(scales), scales, tight=True, lowpass_expert=True).double()
+        tight.load_state_dict(model.bank.state_dict())
+        omega_y = 2 * torch.pi * torch.fft.fftfreq(48, dtype=torch.float64)
+        omega_x = 2 * torch.pi * torch.fft.fftfreq(40, dtype=torch.float64)
+        with torch.no_grad():
+            transfer = tight.transfer(omega_y, omega_x)
+            plain = model.bank.transfer(omega_y, omega_x)
+        assert transfer.shape[0] == model.num_filters + 1
+        total = transfer.abs().square().sum(dim=0)
+        assert torch.allclose(total, torch.ones_like(total), atol=1e-10)
+        ratio = transfer[:-1] / plain.where(plain.abs() > 1e-9, torch.ones_like(plain))
+        significant = plain.abs() > 1e-6
+        assert ratio[significant].imag.abs().max() < 1e-8 and ratio[significant].real.min() > 0
+        assert torch.fft.ifft2(transfer).imag.abs().max() < 1e-12
+
+
+def test_component_width_sets_sigma_zero() -> None:
+    narrow = PoGMDM(PoGMDMConfig(component_width=0.25))
+    spacing = 2 * narrow.experts.radius / (narrow.config.num_components - 1)
+    assert narrow.experts.spacing == pytest.approx(spacing)
+    assert narrow.experts.base_std == pytest.approx(0.25 * spacing)
+    assert PoGMDM().experts.base_std == pytest.approx(spacing), "the spec's sigma_0 by default"
+    with pytest.raises(ValueError, match="width"):
+        PoGMDM(PoGMDMConfig(component_width=0.0))
+
+
 def test_learned_gains_set_the_widths_stay_positive_and_train() -> None:
     torch.manual_seed(12)
     model = PoGMDM(PoGMDMConfig(gain="learned"))
@@ -249,13 +291,16 @@ def test_weights_saved_before_the_gain_options_still_load(tmp_path: Path) -> Non
     """A weights file whose config lacks ``gain`` / ``lowpass_expert`` is the original model."""
     model = perturbed_model("shearlet", dtype=torch.float32)
     legacy = {
-        key: value for key, value in model.config.to_dict().items() if key not in ("gain", "lowpass_expert")
+        key: value
+        for key, value in model.config.to_dict().items()
+        if key not in ("gain", "lowpass_expert", "tight_frame", "component_width")
     }
     path = tmp_path / "legacy.safetensors"
     tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
     save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(legacy)})
     loaded = load_prior(path)
     assert loaded.config.gain == "max" and not loaded.config.lowpass_expert
+    assert not loaded.config.tight_frame and loaded.config.component_width == 1.0
     assert loaded.num_parameters() == 1578 and loaded.log_gains is None
     x = smooth_phantom(40)[None]
     with torch.no_grad():

@@ -88,6 +88,21 @@ def test_cli_learned_gains_and_lowpass_expert_resume_and_export(tiny_folder: Pat
     assert record["train_config"]["model"]["gain"] == "learned"
 
 
+def test_cli_tight_three_scale_bank_and_component_width(tiny_folder: Path, tmp_path: Path) -> None:
+    options = ("--tight-frame", "--scales", "3", "--shear-levels", "1", "1", "1", "--component-width", "0.5")
+    export = tmp_path / "tight.safetensors"
+    run_cli(tiny_folder, tmp_path / "run", 2, *options, "--min-patch-peak", "0", "--export", str(export))
+    model = load_prior(export)
+    assert model.config.tight_frame and model.config.shear_levels == (1, 1, 1)
+    assert model.config.component_width == 0.5 and model.num_filters == 30
+    assert model.num_parameters() == 30 * 63 + 30 + 9 + 17 * 17 == 2218
+    record = json.loads(export.with_suffix(".json").read_text())
+    assert record["train_config"]["min_patch_peak"] == 0.0
+    with torch.no_grad():
+        score = model.score(torch.rand(1, 33, 29), 0.05)
+    assert torch.isfinite(score).all()
+
+
 def test_noise_level_sampling() -> None:
     uniform = TrainConfig(levels_per_step=4000).noise_levels(torch.Generator().manual_seed(0))
     assert uniform.min() >= 0 and uniform.max() <= 0.4 and abs(uniform.mean().item() - 0.2) < 0.01

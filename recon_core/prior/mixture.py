@@ -172,15 +172,21 @@ class GaussianMixtureExperts(nn.Module):
     Args:
         num_experts: ``J``.
         num_components: ``K`` (odd).
-        radius: ``a``; ``sigma_0`` is the grid spacing ``2 a / (K - 1)``.
+        radius: ``a``.
+        width: ``sigma_0`` in grid spacings ``2 a / (K - 1)`` (the spec's 1 by default).
     """
 
-    def __init__(self, num_experts: int, num_components: int = 125, radius: float = 0.5) -> None:
+    def __init__(
+        self, num_experts: int, num_components: int = 125, radius: float = 0.5, width: float = 1.0
+    ) -> None:
         super().__init__()
         if num_components % 2 != 1 or num_components < 3:
             raise ValueError(f"num_components must be odd and >= 3, got {num_components}")
+        if not width > 0:
+            raise ValueError(f"component width must be > 0, got {width}")
         self.radius = float(radius)
-        self.base_std = 2.0 * self.radius / (num_components - 1)
+        self.spacing = 2.0 * self.radius / (num_components - 1)
+        self.base_std = float(width) * self.spacing
         self.register_buffer("means", torch.linspace(-radius, radius, num_components))
         half = (num_components + 1) // 2
         # Heavy-tailed start (Cauchy-like profile), normalised on the full grid.

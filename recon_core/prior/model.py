@@ -59,6 +59,9 @@ class PoGMDMConfig:
         conv_filters, conv_size: the conv bank.
         filters_per_chunk: filters processed together in score / energy (memory vs speed).
         chunk_elements: bound on the ``(responses x K)`` temporaries of the exact mixture.
+        tight_frame: shearlet bank only: Parseval-normalise the filters (see
+            :class:`~recon_core.prior.shearlet.ShearletFilterBank`).
+        component_width: ``sigma_0`` in grid spacings (1: the spec's ``sigma_0`` = spacing).
         gain: ``"max"`` (``eta_j`` = the filter's largest frequency magnitude) or ``"learned"``
             (``eta_j`` a learned positive parameter per expert).
         lowpass_expert: shearlet bank only: also put an expert on the coarse low-pass band.
@@ -80,6 +83,8 @@ class PoGMDMConfig:
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
     gain: GainKind = "max"
     lowpass_expert: bool = False
+    component_width: float = 1.0
+    tight_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.bank not in ("shearlet", "conv"):
@@ -112,6 +117,7 @@ def build_filter_bank(config: PoGMDMConfig) -> FilterBank:
             config.lowpass_taps,
             config.fan_size,
             lowpass_expert=config.lowpass_expert,
+            tight=config.tight_frame,
         )
     return ConvFilterBank(config.conv_filters, config.conv_size)
 
@@ -142,7 +148,9 @@ class PoGMDM(nn.Module):
         self.config = config or PoGMDMConfig()
         self.bank = build_filter_bank(self.config)
         radius = self.config.radius if self.config.radius is not None else self.bank.expert_radius
-        self.experts = GaussianMixtureExperts(self.bank.num_filters, self.config.num_components, radius)
+        self.experts = GaussianMixtureExperts(
+            self.bank.num_filters, self.config.num_components, radius, self.config.component_width
+        )
         self.log_gains: nn.Parameter | None = None
         if self.config.gain == "learned":
             with torch.no_grad():

@@ -68,6 +68,10 @@ def default_fan(size: int = 17) -> Tensor:
     return (fan / fan.abs().sum()).to(torch.float32)
 
 
+TIGHT_FLOOR = 1e-8
+"""Smallest frame weight ``sum |Psi_j|^2 + |Phi|^2`` divided by in the Parseval normalisation."""
+
+
 class ShearletFilterBank(FilterBank):
     """Cone-adapted digital shearlets from a learned low-pass ``h`` and fan filter ``P``.
 
@@ -88,6 +92,8 @@ class ShearletFilterBank(FilterBank):
         lowpass_taps: length of ``h`` (odd).
         fan_size: side of ``P`` (odd).
         lowpass_expert: also build the coarse low-pass filter ``Phi`` (last filter).
+        tight: divide every filter by ``sqrt(sum_j |Psi_j|^2 + |Phi|^2)`` (ShearLab's dual
+            frame weights), so that the system with ``Phi`` is a Parseval frame at any ``h, P``.
     """
 
     expert_radius = 0.5
@@ -99,8 +105,10 @@ class ShearletFilterBank(FilterBank):
         lowpass_taps: int = 9,
         fan_size: int = 17,
         lowpass_expert: bool = False,
+        tight: bool = False,
     ) -> None:
         super().__init__()
+        self.tight = bool(tight)
         if len(shear_levels) != num_scales:
             raise ValueError(f"need one shear level per scale, got {shear_levels} for {num_scales} scales")
         self.num_scales = num_scales
@@ -171,12 +179,21 @@ class ShearletFilterBank(FilterBank):
     def transfer(self, omega_y: Tensor, omega_x: Tensor) -> Tensor:
         horizontal = self._cone(omega_x, omega_y)
         vertical = [psi.T for psi in self._cone(omega_y, omega_x)]
-        if not self.lowpass_expert:
-            return torch.stack(horizontal + vertical)
+        filters = torch.stack(horizontal + vertical)
+        if not (self.lowpass_expert or self.tight):
+            return filters
         scaling = self._lowpass_product(omega_y, self.num_scales).unsqueeze(-1) * self._lowpass_product(
             omega_x, self.num_scales
         )
-        return torch.stack([*horizontal, *vertical, scaling])
+        if self.lowpass_expert:
+            filters = torch.cat([filters, scaling.unsqueeze(0)])
+        if self.tight:
+            # Parseval normalisation: sum_j |Psi_j|^2 + |Phi|^2 = 1 at every frequency.
+            frame_weight = filters.abs().square().sum(dim=0)
+            if not self.lowpass_expert:
+                frame_weight = frame_weight + scaling.abs().square()
+            filters = filters * torch.rsqrt(frame_weight.clamp(min=TIGHT_FLOOR))
+        return filters
 
     def gains(self) -> Tensor:
         return self.max_gain()

@@ -42,6 +42,13 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         "--scales", type=int, default=2, help="shearlet scales (shear levels ceil(j / 2), as ShearLab)"
     )
     parser.add_argument(
+        "--shear-levels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="shear level of every scale, coarse to fine (default: ceil(j / 2), j = 1..scales)",
+    )
+    parser.add_argument(
         "--gain",
         choices=("max", "learned"),
         default="max",
@@ -49,6 +56,23 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lowpass-expert", action="store_true", help="also put an expert on the shearlet low-pass band"
+    )
+    parser.add_argument(
+        "--tight-frame",
+        action="store_true",
+        help="Parseval-normalise the shearlets (divide by sqrt(sum |Psi_j|^2 + |Phi|^2))",
+    )
+    parser.add_argument(
+        "--component-width",
+        type=float,
+        default=defaults.model.component_width,
+        help="sigma_0 of the mixture components, in grid spacings",
+    )
+    parser.add_argument(
+        "--min-patch-peak",
+        type=float,
+        default=defaults.min_patch_peak,
+        help="patches whose maximum is below this are redrawn (0: keep background patches)",
     )
     parser.add_argument(
         "--components", type=int, default=defaults.model.num_components, help="mixture components (odd)"
@@ -169,11 +193,16 @@ def run_train(args: argparse.Namespace) -> TrainResult:
         model=PoGMDMConfig(
             bank=args.bank,
             num_scales=args.scales,
-            shear_levels=tuple(math.ceil(scale / 2) for scale in range(1, args.scales + 1)),
+            shear_levels=tuple(args.shear_levels)
+            if args.shear_levels is not None
+            else tuple(math.ceil(scale / 2) for scale in range(1, args.scales + 1)),
             num_components=args.components,
             gain=args.gain,
             lowpass_expert=args.lowpass_expert,
+            component_width=args.component_width,
+            tight_frame=args.tight_frame,
         ),
+        min_patch_peak=args.min_patch_peak,
     )
     sources = _sources(args.data)
     result = train(

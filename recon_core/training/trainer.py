@@ -66,6 +66,8 @@ class TrainConfig:
             Measured: with constant rates the loss stalls at about 0.15 after 2500 steps.
         final_lr_fraction: ``f`` above.
         table_points: nodes of the ``psi'`` tables.
+        min_patch_peak: patches whose maximum is below this are redrawn (a few times), so
+            steps are not spent on empty background; 0 keeps every patch.
         seed: seed of every random draw.
         checkpoint_every: steps between checkpoints (0: only at the end).
         model: the architecture.
@@ -86,6 +88,7 @@ class TrainConfig:
     lr_decay: Literal["none", "cosine"] = "cosine"
     final_lr_fraction: float = 0.05
     table_points: int = 1025
+    min_patch_peak: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
     model: PoGMDMConfig = field(default_factory=PoGMDMConfig)
@@ -189,7 +192,7 @@ def initialise_from_data(model: PoGMDM, sampler: PatchSampler, seed: int, device
     model.experts.scales.copy_(0.5 * model.experts.radius / quantiles.clamp(min=1e-6))
     scaled = responses * model.experts.scales[:, None]
     experts = model.experts
-    bins = torch.round((scaled + experts.radius) / experts.base_std).long()
+    bins = torch.round((scaled + experts.radius) / experts.spacing).long()
     inside = (bins >= 0) & (bins < experts.num_components)
     counts = torch.zeros(experts.num_experts, experts.num_components, device=device)
     counts.scatter_add_(1, bins.clamp(0, experts.num_components - 1), inside.to(counts.dtype))
@@ -237,7 +240,7 @@ def train(
             a run into jobs; ``--resume`` continues it exactly.
     """
     start_time = time.perf_counter()
-    sampler = PatchSampler(sources, config.patch_size)
+    sampler = PatchSampler(sources, config.patch_size, min_peak=config.min_patch_peak)
     torch.manual_seed(config.seed)
     model = PoGMDM(config.model).to(device)
     optimizer = make_optimizer(model, config)
