@@ -65,6 +65,7 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
         ("conv", {"gain": "learned"}),
         ("shearlet", {"tight_frame": True, "num_scales": 3, "shear_levels": (1, 1, 1)}),
         ("shearlet", {"component_width": 0.5}),
+        ("conv", {"conv_gain": "max"}),
     ],
     ids=[
         "shearlet",
@@ -73,6 +74,7 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
         "conv-learned-gain",
         "shearlet-tight-3-scales",
         "shearlet-narrow-components",
+        "conv-max-gain",
     ],
 )
 def test_score_is_minus_autograd_gradient_of_energy(
@@ -155,6 +157,25 @@ def test_conv_gain_is_the_response_noise_std() -> None:
         gains = model.gains()
     empirical = responses.transpose(0, 1).flatten(1).std(dim=1)
     assert torch.allclose(empirical, gains, rtol=0.03)
+
+
+def test_conv_gain_choices_and_the_coverage_they_give() -> None:
+    """l2 gains over-count a complete orthonormal bank about n^2 fold in the linear regime
+    (``sum_j |K_j|^2 / eta_j^2`` is 46-49 away from DC); max gains keep it of order one."""
+    coverage = {}
+    for kind in ("l2", "max"):
+        model = PoGMDM(PoGMDMConfig(bank="conv", conv_gain=kind)).double()
+        with torch.no_grad():
+            transfer, gains = model.bank.half_transfer(64, 64), model.gains()
+        coverage[kind] = (transfer.abs().square() / gains[:, None, None].square()).sum(dim=0)
+        if kind == "max":
+            assert torch.allclose(gains, model.bank.max_gain())
+    away_from_dc = torch.ones_like(coverage["l2"], dtype=torch.bool)
+    away_from_dc[:8, :8] = away_from_dc[-8:, :8] = False
+    assert coverage["l2"][away_from_dc].min() > 45.0 and coverage["l2"].max() < 49.0 + 1e-6
+    assert 1.0 <= coverage["max"].max() <= 4.0
+    with pytest.raises(ValueError, match="conv gain"):
+        PoGMDM(PoGMDMConfig(bank="conv", conv_gain="mean"))  # type: ignore[arg-type]
 
 
 def test_simplex_projection_is_the_euclidean_projection() -> None:

@@ -59,6 +59,8 @@ class PoGMDMConfig:
         conv_filters, conv_size: the conv bank.
         filters_per_chunk: filters processed together in score / energy (memory vs speed).
         chunk_elements: bound on the ``(responses x K)`` temporaries of the exact mixture.
+        conv_gain: conv bank only: ``eta_j`` from the l2 norm or the largest frequency
+            magnitude of the filter (see :mod:`~recon_core.prior.conv_bank`).
         tight_frame: shearlet bank only: Parseval-normalise the filters (see
             :class:`~recon_core.prior.shearlet.ShearletFilterBank`).
         component_width: ``sigma_0`` in grid spacings (1: the spec's ``sigma_0`` = spacing).
@@ -85,6 +87,7 @@ class PoGMDMConfig:
     lowpass_expert: bool = False
     component_width: float = 1.0
     tight_frame: bool = False
+    conv_gain: Literal["l2", "max"] = "l2"
 
     def __post_init__(self) -> None:
         if self.bank not in ("shearlet", "conv"):
@@ -119,7 +122,7 @@ def build_filter_bank(config: PoGMDMConfig) -> FilterBank:
             lowpass_expert=config.lowpass_expert,
             tight=config.tight_frame,
         )
-    return ConvFilterBank(config.conv_filters, config.conv_size)
+    return ConvFilterBank(config.conv_filters, config.conv_size, config.conv_gain)
 
 
 def sigma_vector(sigma: Tensor | float, batch: int, reference: Tensor) -> Tensor:

@@ -58,6 +58,12 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         "--lowpass-expert", action="store_true", help="also put an expert on the shearlet low-pass band"
     )
     parser.add_argument(
+        "--conv-gain",
+        choices=("l2", "max"),
+        default="l2",
+        help="conv bank: eta_j = the filter's l2 norm or its largest frequency magnitude",
+    )
+    parser.add_argument(
         "--tight-frame",
         action="store_true",
         help="Parseval-normalise the shearlets (divide by sqrt(sum |Psi_j|^2 + |Phi|^2))",
@@ -201,6 +207,7 @@ def run_train(args: argparse.Namespace) -> TrainResult:
             lowpass_expert=args.lowpass_expert,
             component_width=args.component_width,
             tight_frame=args.tight_frame,
+            conv_gain=args.conv_gain,
         ),
         min_patch_peak=args.min_patch_peak,
     )
