@@ -118,13 +118,18 @@ def _noise_level(data: KSpaceSlice) -> tuple[float, str]:
     return estimate_noise_std(data.kspace, data.mask), "estimated"
 
 
+def _data_weights(config: ReconConfig, sigma_n: float, sigmas: list[float]) -> list[float]:
+    """The data weight ``lambda = data_weight_scale / (sigma_n^2 + sigma^2)`` at each prior level."""
+    return [config.data_weight_scale / (sigma_n**2 + sigma**2) for sigma in sigmas]
+
+
 def _map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], list[float]]:
     """MAP prior noise levels (geometric from ``map_sigma_start`` to ``map_sigma`` over the
     first half of the iterations, then constant) and the data weight of each iteration."""
     half = max(1, config.map_iterations // 2)
     sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
     sigmas = sigmas + [config.map_sigma] * (config.map_iterations - len(sigmas))
-    return sigmas, [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
+    return sigmas, _data_weights(config, sigma_n, sigmas)
 
 
 def _offset_progress(progress: Progress | None, offset: int, total: int) -> Progress | None:
@@ -204,7 +209,7 @@ def reconstruct(
         iterations = config.map_iterations
     else:
         sigmas = geometric_sigmas(config.sigma_max, config.sigma_min, config.num_noise_levels)
-        weights = [config.data_weight_scale / (sigma_n**2 + s**2) for s in sigmas]
+        weights = _data_weights(config, sigma_n, sigmas)
         sampler_progress = progress
         if config.initialisation == "map":
             total = config.map_iterations + config.num_noise_levels * config.steps_per_level

@@ -60,7 +60,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--conv-gain",
         choices=("l2", "max"),
-        default="l2",
+        default=defaults.model.conv_gain,
         help="conv bank: eta_j = the filter's l2 norm or its largest frequency magnitude",
     )
     parser.add_argument(
