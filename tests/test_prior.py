@@ -66,6 +66,7 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
         ("shearlet", {"tight_frame": True, "num_scales": 3, "shear_levels": (1, 1, 1)}),
         ("shearlet", {"component_width": 0.5}),
         ("conv", {"conv_gain": "max"}),
+        ("conv", {"conv_gain": "patch"}),
     ],
     ids=[
         "shearlet",
@@ -75,6 +76,7 @@ def smooth_phantom(size: int = 96) -> torch.Tensor:
         "shearlet-tight-3-scales",
         "shearlet-narrow-components",
         "conv-max-gain",
+        "conv-patch-average",
     ],
 )
 def test_score_is_minus_autograd_gradient_of_energy(
@@ -160,22 +162,59 @@ def test_conv_gain_is_the_response_noise_std() -> None:
 
 
 def test_conv_gain_choices_and_the_coverage_they_give() -> None:
-    """l2 gains over-count a complete orthonormal bank about n^2 fold in the linear regime
-    (``sum_j |K_j|^2 / eta_j^2`` is 46-49 away from DC); max gains keep it of order one."""
+    """Linear-regime noise removal ``w * sum_j |K_j|^2 / eta_j^2`` (``w`` the energy weight):
+    l2 gains over-count a complete orthonormal bank about n^2 fold (46-49 away from DC), max
+    gains keep it of order one, and the patch average makes it exactly 1 away from DC."""
     coverage = {}
-    for kind in ("l2", "max"):
+    for kind in ("l2", "max", "patch"):
         model = PoGMDM(PoGMDMConfig(bank="conv", conv_gain=kind)).double()
         with torch.no_grad():
             transfer, gains = model.bank.half_transfer(64, 64), model.gains()
-        coverage[kind] = (transfer.abs().square() / gains[:, None, None].square()).sum(dim=0)
+        coverage[kind] = model.bank.energy_weight * (
+            transfer.abs().square() / gains[:, None, None].square()
+        ).sum(dim=0)
         if kind == "max":
             assert torch.allclose(gains, model.bank.max_gain())
     away_from_dc = torch.ones_like(coverage["l2"], dtype=torch.bool)
     away_from_dc[:8, :8] = away_from_dc[-8:, :8] = False
     assert coverage["l2"][away_from_dc].min() > 45.0 and coverage["l2"].max() < 49.0 + 1e-6
     assert 1.0 <= coverage["max"].max() <= 4.0
+    assert torch.allclose(coverage["patch"], coverage["l2"] / 49.0)
+    assert coverage["patch"][away_from_dc].min() > 0.92 and coverage["patch"].max() < 1.0 + 1e-9
     with pytest.raises(ValueError, match="conv gain"):
         PoGMDM(PoGMDMConfig(bank="conv", conv_gain="mean"))  # type: ignore[arg-type]
+
+
+def test_patch_averaged_conv_prior_is_the_mean_of_exact_patch_tweedie_estimates() -> None:
+    """``conv_gain="patch"``: the image Tweedie step equals the average, over the n^2 patches that
+    cover a pixel, of the exact Tweedie step of the product of experts on one patch (the
+    orthonormal filters make each patch's diffused density exact; circular boundary)."""
+    model = perturbed_model("conv", conv_gain="patch")
+    size, height, width = 7, 12, 13
+    generator = torch.Generator().manual_seed(4)
+    noisy = 0.5 * torch.rand(1, height, width, generator=generator, dtype=torch.float64)
+    sigma = 0.07
+    with torch.no_grad():
+        image_step = model.denoise(noisy, sigma)[0]
+        kernels = model.bank.kernels.double()
+        flipped = kernels.flip(-1, -2)  # the bank filters by convolution: response = <flipped, patch>
+        scales = model.experts.scales.double()
+        std = model.component_std(torch.tensor([sigma], dtype=torch.float64))[0]
+        means = model.experts.means.double()
+        log_weights = model.experts.log_weights().double()
+        total = torch.zeros(height, width, dtype=torch.float64)
+        half = size // 2
+        for row in range(height):
+            for col in range(width):
+                rows = (torch.arange(row - half, row + half + 1)) % height
+                cols = (torch.arange(col - half, col + half + 1)) % width
+                patch = noisy[0][rows][:, cols]
+                responses = scales * (flipped * patch).sum(dim=(-1, -2))
+                derivative = mixture_derivative(responses[:, None], log_weights, std[:, None], means)[:, 0]
+                patch_score = -(scales * derivative)[:, None, None] * flipped
+                estimate = patch + sigma**2 * patch_score.sum(dim=0)
+                total[rows[:, None], cols[None, :]] += estimate
+    assert torch.allclose(image_step, total / size**2, atol=1e-10)
 
 
 def test_simplex_projection_is_the_euclidean_projection() -> None:

@@ -76,6 +76,9 @@ class FilterBank(nn.Module):
     expert_radius: float = 0.5
     """Radius ``a`` of the expert grid that suits this bank's response range."""
 
+    energy_weight: float = 1.0
+    """Factor on the whole energy (and score): ``1 / n^2`` for a patch-averaged conv bank."""
+
     @property
     def num_filters(self) -> int:
         raise NotImplementedError

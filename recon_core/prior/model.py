@@ -60,7 +60,8 @@ class PoGMDMConfig:
         filters_per_chunk: filters processed together in score / energy (memory vs speed).
         chunk_elements: bound on the ``(responses x K)`` temporaries of the exact mixture.
         conv_gain: conv bank only: ``eta_j`` from the l2 norm or the largest frequency
-            magnitude of the filter (see :mod:`~recon_core.prior.conv_bank`).
+            magnitude of the filter, or ``"patch"`` (l2 gains, energy averaged over the ``n^2``
+            overlapping patches; see :mod:`~recon_core.prior.conv_bank`).
         tight_frame: shearlet bank only: Parseval-normalise the filters (see
             :class:`~recon_core.prior.shearlet.ShearletFilterBank`).
         component_width: ``sigma_0`` in grid spacings (1: the spec's ``sigma_0`` = spacing).
@@ -87,7 +88,7 @@ class PoGMDMConfig:
     lowpass_expert: bool = False
     component_width: float = 1.0
     tight_frame: bool = False
-    conv_gain: Literal["l2", "max"] = "l2"
+    conv_gain: Literal["l2", "max", "patch"] = "l2"
 
     def __post_init__(self) -> None:
         if self.bank not in ("shearlet", "conv"):
@@ -264,7 +265,7 @@ class PoGMDM(nn.Module):
             means = self.experts.means.to(x.dtype)
             potential = mixture_potential(points, log_weights, row_std, means, self.config.chunk_elements)
             total = total + potential.reshape(x.shape[0], -1).sum(dim=1)
-        return total
+        return total * self.bank.energy_weight
 
     def score_with(self, x: Tensor, sigma: Tensor | float, derivative: DerivativeFn) -> Tensor:
         """``-sum_j lambda_j K_j^T psi_j'(lambda_j K_j x)`` with a given ``psi'`` evaluator."""
@@ -278,7 +279,7 @@ class PoGMDM(nn.Module):
             accumulated = accumulated + self._adjoint(
                 derivative(responses, experts, std[:, experts]), transfer, experts
             )
-        return -torch.fft.irfft2(accumulated, s=shape)
+        return -self.bank.energy_weight * torch.fft.irfft2(accumulated, s=shape)
 
     def score(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """``grad_x log p(x, sigma)``, exact, ``(B, H, W)``."""

@@ -59,9 +59,10 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--conv-gain",
-        choices=("l2", "max"),
+        choices=("l2", "max", "patch"),
         default=defaults.model.conv_gain,
-        help="conv bank: eta_j = the filter's l2 norm or its largest frequency magnitude",
+        help="conv bank: eta_j = the filter's l2 norm or its largest frequency magnitude; "
+        "patch: l2 norm, energy averaged over the n^2 overlapping patches",
     )
     parser.add_argument(
         "--tight-frame",
