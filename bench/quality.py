@@ -136,10 +136,10 @@ def _espirit_tuned(
 def _load_prior(name: str) -> object | None:
     if name == "default":
         return None
-    if name.endswith(".safetensors"):
-        from recon_core.prior import load_prior
+    from recon_core.prior import SHIPPED_PRIORS, load_prior
 
-        return load_prior(Path(name)).tabulated()
+    if name.endswith(".safetensors") or name in SHIPPED_PRIORS:
+        return load_prior(name).tabulated()
     if name == "smooth-tv":
         sys.path.insert(0, str(REPO / "tests"))
         from smooth_prior import SmoothTVPrior
@@ -287,7 +287,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prior",
         default="default",
-        help="'default' (the shipped weights), 'smooth-tv', or a PoGMDM .safetensors weights file",
+        help="'default' (the default shipped prior), a shipped prior's name ('conv', 'shearlet'), "
+        "'smooth-tv', or a PoGMDM .safetensors weights file",
     )
     parser.add_argument("--quick", action="store_true", help="smaller tuning grids for the peers")
     parser.add_argument("--figure", type=Path, default=FIGURE, help="PNG to write ('' for none)")

@@ -119,8 +119,9 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
 def load_image_prior(settings: GadgetSettings) -> Any:
     """The image prior, loaded once per connection on the reconstruction device.
 
-    ``settings.prior`` is a weights file (``.safetensors``), ``MODULE:NAME`` of a prior class or
-    factory (called without arguments), or empty for the shipped default prior. PoGMDM weights
+    ``settings.prior`` is a shipped prior's name (``conv``, ``shearlet``), a weights file
+    (``.safetensors``), ``MODULE:NAME`` of a prior class or factory (called without arguments),
+    or empty for the shipped default prior. PoGMDM weights
     are used in their fast inference view (tabulated potentials), as ``reconstruct`` does for
     its default prior.
     """

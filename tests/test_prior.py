@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from recon_core.phantom import shepp_logan
 from recon_core.prior import (
+    SHIPPED_PRIORS,
     DiffusionImagePrior,
     PoGMDM,
     PoGMDMConfig,
@@ -19,6 +20,7 @@ from recon_core.prior import (
     load_default_prior,
     load_prior,
     save_prior,
+    shipped_weights_path,
 )
 from recon_core.prior.io import CONFIG_KEY
 from recon_core.prior.mixture import (
@@ -410,14 +412,28 @@ def test_transfer_cache_follows_parameter_updates() -> None:
     assert torch.allclose(after, -before, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def shipped() -> PoGMDM:
-    return load_default_prior("cpu")
+@pytest.fixture(scope="module", params=sorted(SHIPPED_PRIORS))
+def shipped(request: pytest.FixtureRequest) -> PoGMDM:
+    """Every shipped prior in turn."""
+    return load_prior(request.param, "cpu")
+
+
+def test_shipped_priors_by_name() -> None:
+    default = load_default_prior("cpu")
+    assert default_weights_path() == shipped_weights_path("shearlet")
+    assert default.config.bank == "shearlet" and default.num_parameters() == 1578
+    conv = load_prior("conv")
+    assert conv.config.bank == "conv" and conv.config.conv_gain == "patch" and conv.num_parameters() == 5424
+    with pytest.raises(ValueError, match="unknown shipped prior"):
+        shipped_weights_path("unet")
+    with pytest.raises(FileNotFoundError, match="no PoGMDM weights"):
+        load_prior("/nonexistent/prior.safetensors")
 
 
 def test_shipped_prior_gives_finite_score_on_320(shipped: PoGMDM) -> None:
     assert isinstance(shipped, DiffusionImagePrior)
-    record = json.loads(default_weights_path().with_suffix(".json").read_text())
+    name = "conv" if shipped.config.bank == "conv" else "shearlet"
+    record = json.loads(shipped_weights_path(name).with_suffix(".json").read_text())
     assert shipped.num_parameters() == record["num_parameters"]
     assert PoGMDMConfig.from_dict(record["train_config"]["model"]) == shipped.config
     x = torch.nn.functional.pad(smooth_phantom(300), (10, 10, 10, 10))[None]

@@ -1,4 +1,10 @@
-"""Saving and loading PoGMDM priors as safetensors (no pickle), and the shipped default.
+"""Saving and loading PoGMDM priors as safetensors (no pickle), and the shipped priors.
+
+Two priors ship in ``recon_core/prior/weights``: ``shearlet`` (20 learned shearlets, 1,578
+parameters; the default, which the reconstruction's presets were tuned with) and ``conv`` (48
+orthonormal 7 x 7 filters with a patch-averaged energy, 5,424 parameters; the better denoiser).
+Wherever a prior is named (the gadget's ``prior`` setting, the benchmarks), a shipped name or a
+weights file path is accepted (:func:`resolve_weights`).
 
 A weights file holds the parameter tensors; its metadata holds the architecture
 (:class:`PoGMDMConfig` as JSON). A human-readable record of how the weights were made (data,
@@ -16,13 +22,32 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from recon_core.prior.model import PoGMDM, PoGMDMConfig
 
-DEFAULT_WEIGHTS_NAME = "pogmdm_shearlet.safetensors"
+SHIPPED_PRIORS: dict[str, str] = {
+    "conv": "pogmdm_conv.safetensors",
+    "shearlet": "pogmdm_shearlet.safetensors",
+}
+"""Name -> file of every prior shipped in ``recon_core/prior/weights``."""
+DEFAULT_PRIOR = "shearlet"
 CONFIG_KEY = "pogmdm_config"
 
 
+def shipped_weights_path(name: str) -> Path:
+    """Path of the shipped prior ``name`` (a key of :data:`SHIPPED_PRIORS`)."""
+    if name not in SHIPPED_PRIORS:
+        raise ValueError(f"unknown shipped prior {name!r}; shipped: {', '.join(sorted(SHIPPED_PRIORS))}")
+    return Path(str(resources.files("recon_core.prior") / "weights" / SHIPPED_PRIORS[name]))
+
+
 def default_weights_path() -> Path:
-    """Path of the weights shipped inside the package (``recon_core/prior/weights``)."""
-    return Path(str(resources.files("recon_core.prior") / "weights" / DEFAULT_WEIGHTS_NAME))
+    """Path of the default prior's weights (``recon_core/prior/weights``)."""
+    return shipped_weights_path(DEFAULT_PRIOR)
+
+
+def resolve_weights(spec: Path | str) -> Path:
+    """A shipped prior's name (``"conv"``, ``"shearlet"``) or a weights file, as a path."""
+    if isinstance(spec, str) and spec in SHIPPED_PRIORS:
+        return shipped_weights_path(spec)
+    return Path(spec)
 
 
 def record_path(weights_path: Path | str) -> Path:
@@ -55,7 +80,11 @@ def read_config(path: Path | str) -> PoGMDMConfig:
 
 
 def load_prior(path: Path | str, device: torch.device | str = "cpu") -> PoGMDM:
-    """Rebuild the prior stored at ``path`` on ``device`` (float32, eval mode, no grad)."""
+    """Rebuild the prior stored at ``path`` (or shipped as ``path``, see :func:`resolve_weights`)
+    on ``device`` (float32, eval mode, no grad)."""
+    path = resolve_weights(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no PoGMDM weights file at {path}")
     model = PoGMDM(read_config(path))
     model.load_state_dict(load_file(str(path)))
     model.requires_grad_(False)
@@ -63,7 +92,7 @@ def load_prior(path: Path | str, device: torch.device | str = "cpu") -> PoGMDM:
 
 
 def load_default_prior(device: torch.device | str = "cpu") -> PoGMDM:
-    """The shipped shearlet PoGMDM (``recon_core/prior/weights/pogmdm_shearlet.safetensors``).
+    """The default shipped PoGMDM (``recon_core/prior/weights/pogmdm_shearlet.safetensors``).
 
     For the sampler's hot loop use ``load_default_prior(device).tabulated()`` (same prior,
     ``psi'`` interpolated from tables; about 100x faster on CPU).

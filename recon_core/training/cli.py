@@ -65,6 +65,15 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         "patch: l2 norm, energy averaged over the n^2 overlapping patches",
     )
     parser.add_argument(
+        "--conv-size", type=int, default=defaults.model.conv_size, help="conv bank: filter side n (odd)"
+    )
+    parser.add_argument(
+        "--conv-filters",
+        type=int,
+        default=None,
+        help="conv bank: number of filters (default: n^2 - 1, the whole zero-mean subspace)",
+    )
+    parser.add_argument(
         "--tight-frame",
         action="store_true",
         help="Parseval-normalise the shearlets (divide by sqrt(sum |Psi_j|^2 + |Phi|^2))",
@@ -119,7 +128,9 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
 
 def _plot_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--weights", type=Path, default=None, help="weights file (default: the shipped prior)"
+        "--weights",
+        default=None,
+        help="a shipped prior's name (conv, shearlet) or a weights file (default: the default prior)",
     )
     parser.add_argument("--out", type=Path, default=Path("pogmdm_prior.png"), help="PNG to write")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.2, 0.4])
@@ -209,6 +220,8 @@ def run_train(args: argparse.Namespace) -> TrainResult:
             component_width=args.component_width,
             tight_frame=args.tight_frame,
             conv_gain=args.conv_gain,
+            conv_size=args.conv_size,
+            conv_filters=args.conv_filters if args.conv_filters is not None else args.conv_size**2 - 1,
         ),
         min_patch_peak=args.min_patch_peak,
     )
