@@ -51,6 +51,10 @@ images are non-negative; the projection can only move the estimate closer to the
 The plain Tweedie column is what the issue's check is about."""
 
 
+SCANNER_IMAGES = ("berkeley brain",)
+"""Held-out images that are real scanner data from ``../shared/data`` (the issue's held-out set);
+the MNI template slices are extra: a population average whose background is exactly zero."""
+
 TISSUE_THRESHOLD = 0.05
 """Pixels of the clean image above this (max 1) count as tissue, the rest as background."""
 
@@ -267,12 +271,15 @@ def main() -> int:
     print()
     print(table(results, list(images), priors))
     print()
+    scanner = [name for name in images if name in SCANNER_IMAGES]
     for label in priors:
-        wins = all(margin(results, name, sigma, label) > 0 for name in images for sigma in SIGMAS)
-        print(
-            f"PoGMDM {label} beats the best Gaussian filter and the best TV in PSNR on every image "
-            "and sigma: " + ("yes" if wins else "NO")
-        )
+        for subset, what in ((scanner, "the held-out scanner data"), (list(images), "every image")):
+            if subset:
+                wins = all(margin(results, name, sigma, label) > 0 for name in subset for sigma in SIGMAS)
+                print(
+                    f"PoGMDM {label} beats the best Gaussian filter and the best TV in PSNR at every sigma "
+                    f"on {what} ({len(subset)}): " + ("yes" if wins else "NO")
+                )
     for label in priors:
         print(margins(results, list(images), label))
         print(margins(results, list(images), label + NONNEGATIVE))

@@ -103,6 +103,19 @@ def test_cli_tight_three_scale_bank_and_component_width(tiny_folder: Path, tmp_p
     assert torch.isfinite(score).all()
 
 
+def test_cli_patch_averaged_conv_bank(tiny_folder: Path, tmp_path: Path) -> None:
+    options = ("--bank", "conv", "--conv-gain", "patch", "--conv-size", "5")
+    export = tmp_path / "conv.safetensors"
+    run_cli(tiny_folder, tmp_path / "run", 2, *options, "--export", str(export))
+    model = load_prior(export)
+    assert model.config.conv_gain == "patch" and model.config.conv_size == 5
+    assert model.num_filters == 24 and model.bank.energy_weight == 1 / 25
+    assert model.num_parameters() == 24 * 63 + 24 + 24 * 25
+    with torch.no_grad():
+        score = model.score(torch.rand(1, 33, 29), 0.05)
+    assert torch.isfinite(score).all()
+
+
 def test_noise_level_sampling() -> None:
     uniform = TrainConfig(levels_per_step=4000).noise_levels(torch.Generator().manual_seed(0))
     assert uniform.min() >= 0 and uniform.max() <= 0.4 and abs(uniform.mean().item() - 0.2) < 0.01
