@@ -139,3 +139,15 @@ def test_chain_errors_name_the_problem(tmp_path: Path) -> None:
     chain.write_text("<configuration><version>1</version><stream/></configuration>")
     with pytest.raises(ValueError, match="not a Gadgetron version-2"):
         load_chain(str(chain))
+
+
+def test_prior_property_names_a_shipped_prior_or_a_file(tmp_path: Path) -> None:
+    from gadgets.pogmdm_gadget import load_image_prior
+
+    cpu = {"device": "cpu"}
+    default = load_image_prior(settings_from_properties(cpu))
+    assert default.model.config.bank == "shearlet"
+    conv = load_image_prior(settings_from_properties({**cpu, "prior": "conv"}))
+    assert conv.model.config.bank == "conv" and conv.model.config.conv_gain == "patch"
+    with pytest.raises(FileNotFoundError, match="no PoGMDM weights file"):
+        load_image_prior(settings_from_properties({**cpu, "prior": str(tmp_path / "missing.safetensors")}))
