@@ -291,7 +291,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "'smooth-tv', or a PoGMDM .safetensors weights file",
     )
     parser.add_argument("--quick", action="store_true", help="smaller tuning grids for the peers")
-    parser.add_argument("--figure", type=Path, default=FIGURE, help="PNG to write ('' for none)")
+    parser.add_argument("--figure", default=str(FIGURE), help="PNG to write ('' for none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         if posterior is not None and posterior.rank_correlation is not None:
             rho = posterior.rank_correlation
             print(f"mask ({key}): Spearman rank correlation of posterior std and |error|: {rho:.3f}")
-    if str(args.figure):
-        save_figure(results, reference, args.figure)
+    if args.figure:  # a str: Path("") would be "." and save as ".png"
+        save_figure(results, reference, Path(args.figure))
         print(f"figure: {args.figure}")
     if args.json is not None:
         payload = {
