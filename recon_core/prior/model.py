@@ -268,7 +268,8 @@ class PoGMDM(nn.Module):
         return total * self.bank.energy_weight
 
     def score_with(self, x: Tensor, sigma: Tensor | float, derivative: DerivativeFn) -> Tensor:
-        """``-sum_j lambda_j K_j^T psi_j'(lambda_j K_j x)`` with a given ``psi'`` evaluator."""
+        """``-w sum_j lambda_j K_j^T psi_j'(lambda_j K_j x)`` (``w`` the bank's energy weight) with a
+        given ``psi'`` evaluator."""
         shape = (x.shape[-2], x.shape[-1])
         std = self.component_std(sigma_vector(sigma, x.shape[0], x))
         transfer = self.transfer(*shape, x.dtype)
