@@ -81,7 +81,10 @@ def chain_text(name_or_path: str) -> tuple[str, str]:
     if candidate.suffix == ".xml" or candidate.exists():
         if not candidate.is_file():
             raise ValueError(f"chain file {name_or_path!r} not found")
-        return candidate.read_text(encoding="utf-8"), str(candidate)
+        try:
+            return candidate.read_text(encoding="utf-8"), str(candidate)
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read chain file {candidate}: {error}") from None
     names = available_chains()
     if name_or_path not in names:
         raise ValueError(f"unknown chain {name_or_path!r}; shipped chains: {', '.join(names)}")
@@ -93,8 +96,9 @@ def load_chain(name_or_path: str = DEFAULT_CHAIN) -> ChainSpec:
     """Parse a chain and check that the replay can run it.
 
     Raises:
-        ValueError: for malformed XML, a chain without exactly one Python external node, or C++
-            gadgets the replay cannot perform (before the node) or does not run (after it).
+        ValueError: naming the chain file: unreadable, malformed XML, not exactly one Python
+            external node, or C++ gadgets the replay cannot perform (before the node) or does not
+            run (after it).
     """
     text, where = chain_text(name_or_path)
     try:
@@ -177,5 +181,8 @@ def _external_target(external: ElementTree.Element, where: str) -> tuple[str, st
             raise ValueError(f"chain {where}: <execute> needs both name= and target=")
         return module, target, None
     if connect is not None:
-        return "", "", int(connect.get("port", "0"))
+        try:
+            return "", "", int(connect.get("port", "0"))
+        except ValueError:
+            raise ValueError(f"chain {where}: <connect port={connect.get('port')!r}> is not a port") from None
     raise ValueError(f"chain {where}: the external node has neither <execute> nor <connect>")

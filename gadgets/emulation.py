@@ -16,6 +16,10 @@ it must do what the C++ gadgets before the external node would do, then send the
   ``kspace_encode_step_1``.
 
 This is an emulation for offline replay and tests, not a bit-exact copy of Gadgetron.
+
+A readout a stand-in cannot handle raises :class:`EmulationError` naming the gadget and the
+readout (slice, line); buckets completed before it are still handed on (a failure in slice 2
+does not swallow slice 1). :func:`check_chain` finds configuration errors before any data flows.
 """
 
 from __future__ import annotations
@@ -36,6 +40,64 @@ from recon_core.prewhitening import noise_covariance, whitening_matrix
 from recon_core.readout import centre_readout, remove_readout_oversampling
 
 COUNTERS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")
+
+
+class EmulationError(ValueError):
+    """A C++ gadget stand-in cannot handle a readout.
+
+    Attributes:
+        gadget: the C++ gadget's class name; acquisition: the readout, where one is to blame.
+    """
+
+    def __init__(self, gadget: str, message: str, acquisition: ismrmrd.Acquisition | None = None) -> None:
+        super().__init__(f"{gadget}: {message}")
+        self.gadget = gadget
+        self.acquisition = acquisition
+
+
+def readout_label(header: ismrmrd.AcquisitionHeader) -> str:
+    """``slice 1, line 12`` (other counters where non-zero) for messages about one readout."""
+    idx = header.idx
+    parts = [f"slice {idx.slice}"]
+    for name in ("contrast", "phase", "repetition", "set", "average"):
+        if getattr(idx, name):
+            parts.append(f"{name} {getattr(idx, name)}")
+    parts.append(f"line {idx.kspace_encode_step_1}")
+    return ", ".join(parts)
+
+
+def check_chain(chain: ChainSpec) -> None:
+    """Check that the chain's C++ gadgets can be performed, before any data flows.
+
+    Raises:
+        ValueError: naming the chain file and the gadget or property.
+    """
+    seen_accumulate = False
+    for gadget in chain.upstream:
+        try:
+            if gadget.classname == "AcquisitionAccumulateTriggerGadget":
+                seen_accumulate = True
+                _counter_name(gadget.property("trigger_dimension"), "trigger_dimension")
+                _counter_name(gadget.property("sorting_dimension"), "sorting_dimension")
+            elif gadget.classname == "BucketToBufferGadget":
+                if not seen_accumulate:
+                    raise ValueError(
+                        "BucketToBufferGadget needs an AcquisitionAccumulateTriggerGadget before it"
+                    )
+                _counter_name(gadget.property("N_dimension"), "N_dimension")
+                _counter_name(gadget.property("S_dimension"), "S_dimension")
+                seen_accumulate = False
+            elif seen_accumulate:
+                raise ValueError(
+                    f"{gadget.classname} after AcquisitionAccumulateTriggerGadget is not supported"
+                )
+        except ValueError as error:
+            raise ValueError(f"chain {chain.path}: {gadget.name}: {error}") from None
+    if seen_accumulate:
+        raise ValueError(
+            f"chain {chain.path}: AcquisitionAccumulateTriggerGadget without BucketToBufferGadget "
+            "is not supported"
+        )
 
 
 def emulate_chain(
@@ -71,7 +133,15 @@ def noise_adjust(
     whitening: np.ndarray | None = None
     bandwidth = encoding.relative_noise_bandwidth if encoding.relative_noise_bandwidth != 1.0 else 0.793
     for acquisition in acquisitions:
-        if has_flag(acquisition.getHead(), ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+        header = acquisition.getHead()
+        channels = int(acquisition.active_channels)
+        if has_flag(header, ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            if noise and noise[0].shape[0] != channels:
+                raise EmulationError(
+                    "NoiseAdjustGadget",
+                    f"noise readout with {channels} channels after noise readouts with {noise[0].shape[0]}",
+                    acquisition,
+                )
             noise.append(np.array(acquisition.data, dtype=np.complex64))
             noise_dwell = float(acquisition.sample_time_us)
             whitening = None
@@ -80,6 +150,13 @@ def noise_adjust(
             covariance = noise_covariance(torch.from_numpy(np.concatenate(noise, axis=1)))
             whitening = whitening_matrix(covariance).numpy()
         if whitening is not None:
+            if channels != whitening.shape[0]:
+                raise EmulationError(
+                    "NoiseAdjustGadget",
+                    f"readout {readout_label(header)} has {channels} channels, "
+                    f"the noise scan has {whitening.shape[0]}",
+                    acquisition,
+                )
             dwell = float(acquisition.sample_time_us)
             scale = math.sqrt(2.0 * dwell * bandwidth / noise_dwell) if dwell > 0 and noise_dwell > 0 else 1.0
             acquisition.data[:] = (scale * (whitening @ acquisition.data)).astype(np.complex64)
@@ -96,9 +173,14 @@ def remove_oversampling(
         if encoded_x <= recon_x or line_role(header, encoding) in ("noise", "skip"):
             yield acquisition
             continue
-        line = readout_line(acquisition)
-        full, _ = centre_readout(line.samples, line.centre_sample, encoded_x)
-        cut = remove_readout_oversampling(full, recon_x).numpy()
+        try:
+            line = readout_line(acquisition)
+            full, _ = centre_readout(line.samples, line.centre_sample, encoded_x)
+            cut = remove_readout_oversampling(full, recon_x).numpy()
+        except (ValueError, RuntimeError, IndexError) as error:
+            raise EmulationError(
+                "RemoveROOversamplingGadget", f"readout {readout_label(header)}: {error}", acquisition
+            ) from error
         header.number_of_samples = recon_x
         header.center_sample = recon_x // 2
         header.discard_pre = 0
@@ -116,7 +198,22 @@ def accumulate(
     sorting = _counter_name(gadget.property("sorting_dimension"), "sorting_dimension")
     bucket: list[ismrmrd.Acquisition] = []
     current: int | None = None
-    for acquisition in acquisitions:
+    stream = iter(acquisitions)
+    while True:
+        try:
+            acquisition = next(stream)
+        except StopIteration:
+            break
+        except EmulationError as error:
+            # Hand on what is complete before the failing readout: the whole bucket when that
+            # readout opens another one, else (sorted by slice) the slices already finished.
+            failed = error.acquisition
+            if bucket and failed is not None:
+                if trigger and getattr(failed.idx, trigger) != current:
+                    yield from _sorted_buckets(bucket, sorting)
+                elif sorting == "slice":
+                    yield from _finished_slices(bucket, int(failed.idx.slice))
+            raise
         if has_flag(acquisition.getHead(), ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             continue
         value = getattr(acquisition.idx, trigger) if trigger else 0
@@ -167,6 +264,22 @@ def _buffer(
     readout = int(acquisitions[0].number_of_samples)
     coils = int(acquisitions[0].active_channels)
     rows = encoding.encoded_matrix[1]
+    for acquisition in acquisitions:
+        if acquisition.number_of_samples != readout or acquisition.active_channels != coils:
+            raise EmulationError(
+                "BucketToBufferGadget",
+                f"readout {readout_label(acquisition.getHead())} has {acquisition.active_channels} "
+                f"channels x {acquisition.number_of_samples} samples, the first readout of its buffer "
+                f"({readout_label(acquisitions[0].getHead())}) {coils} x {readout}",
+                acquisition,
+            )
+        e1 = int(acquisition.idx.kspace_encode_step_1)
+        if not 0 <= e1 < rows:
+            raise EmulationError(
+                "BucketToBufferGadget",
+                f"readout {readout_label(acquisition.getHead())} lies outside the {rows} encoded lines",
+                acquisition,
+            )
 
     def position(acquisition: ismrmrd.Acquisition) -> tuple[int, int, int]:
         n = getattr(acquisition.idx, n_name) if n_name else 0
@@ -181,8 +294,6 @@ def _buffer(
     for index in np.ndindex(headers.shape):
         headers[index] = ismrmrd.AcquisitionHeader()
     for acquisition, (n, s, loc) in zip(acquisitions, positions, strict=True):
-        if acquisition.number_of_samples != readout or acquisition.active_channels != coils:
-            raise ValueError("readouts of one buffer differ in length or coil count")
         e1 = int(acquisition.idx.kspace_encode_step_1)
         data[:, e1, 0, :, n, s, loc] = acquisition.data.T
         headers[e1, 0, n, s, loc] = acquisition.getHead()
@@ -214,6 +325,19 @@ def _sorted_buckets(bucket: list[ismrmrd.Acquisition], sorting: str) -> Iterator
         groups.setdefault(int(getattr(acquisition.idx, sorting)), []).append(acquisition)
     for value in sorted(groups):
         yield groups[value]
+
+
+def _finished_slices(
+    bucket: list[ismrmrd.Acquisition], failed_slice: int
+) -> Iterator[list[ismrmrd.Acquisition]]:
+    """The slices of ``bucket`` that ended (ACQ_LAST_IN_SLICE) and are not ``failed_slice``."""
+    groups: dict[int, list[ismrmrd.Acquisition]] = {}
+    for acquisition in bucket:
+        groups.setdefault(int(acquisition.idx.slice), []).append(acquisition)
+    for value in sorted(groups):
+        finished = any(has_flag(a.getHead(), ismrmrd.ACQ_LAST_IN_SLICE) for a in groups[value])
+        if value != failed_slice and finished:
+            yield groups[value]
 
 
 def _counter_name(value: str, what: str) -> str:

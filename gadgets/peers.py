@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import abc
+import ctypes
 import importlib
 import inspect
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,17 +23,51 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gadgetron.external import listen
+
+if TYPE_CHECKING:
+    from gadgets.session import SessionOutcome
 
 log = logging.getLogger("pogmdm.replay")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+#: Seconds between checks of a stop request while waiting (accept, process exit).
+POLL_S = 0.25
+
 
 class SessionError(RuntimeError):
-    """The session could not run to its end (no connection, protocol error, timeout)."""
+    """The session could not run to its end (no connection, bad input, protocol error, timeout,
+    a stop request).
+
+    Attributes:
+        outcome: what the gadget had sent before the session ended (images included), or
+            ``None`` where the session never got that far.
+    """
+
+    def __init__(self, message: str, outcome: SessionOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class StopRequest:
+    """A request to end the session early (set by a signal handler; polled, never waited on).
+
+    A plain attribute rather than a ``threading.Event``: a signal handler runs in the main
+    thread between bytecodes and must not take a lock that the interrupted code may hold.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
 
 
 class Peer(abc.ABC):
@@ -61,8 +97,16 @@ class Peer(abc.ABC):
 class ChildPeer(Peer):
     """``python -m gadgetron PORT MODULE TARGET`` connecting back to a listening socket."""
 
-    def __init__(self, module: str, target: str, env: dict[str, str], deadline: float) -> None:
+    def __init__(
+        self,
+        module: str,
+        target: str,
+        env: dict[str, str],
+        deadline: float,
+        stop: StopRequest | None = None,
+    ) -> None:
         self.module, self.target, self.env, self.deadline = module, target, env, deadline
+        self.stop_request = stop if stop is not None else StopRequest()
         self.process: subprocess.Popen[bytes] | None = None
 
     def connect(self) -> socket.socket:
@@ -74,9 +118,14 @@ class ChildPeer(Peer):
             environment.setdefault("GADGETRON_EXTERNAL_LOG_LEVEL", "INFO")
             environment.update(self.env)
             command = [sys.executable, "-m", "gadgetron", str(port), self.module, self.target]
-            log.info("starting %s", " ".join(command[1:]))
-            self.process = subprocess.Popen(command, env=environment)
-            server.settimeout(0.5)
+            # Its own session: a terminal's Ctrl-C reaches only pogmdm-recon, which stops the
+            # child itself after keeping what arrived; on Linux the child also ends when its
+            # parent dies (even by SIGKILL) instead of computing on as an orphan.
+            self.process = subprocess.Popen(
+                command, env=environment, start_new_session=True, preexec_fn=_die_with_parent()
+            )
+            log.info("started the gadget process %d: %s", self.process.pid, " ".join(command[1:]))
+            server.settimeout(POLL_S)
             wait = min(self.deadline - time.monotonic(), 120.0)
             connect_deadline = time.monotonic() + wait
             while True:
@@ -84,9 +133,13 @@ class ChildPeer(Peer):
                     connection, _ = server.accept()
                     break
                 except TimeoutError:
+                    if self.stop_request:
+                        raise SessionError(
+                            f"{self.stop_request.reason} before the gadget connected"
+                        ) from None
                     if self.process.poll() is not None:
                         raise SessionError(
-                            f"the gadget process exited (status {self.process.returncode}) before connecting"
+                            f"{describe_status(self.process.returncode)} before connecting"
                         ) from None
                     if time.monotonic() > connect_deadline:
                         raise SessionError(
@@ -100,15 +153,20 @@ class ChildPeer(Peer):
 
     def wait(self, seconds: float) -> int:
         assert self.process is not None
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            log.error("the gadget process did not exit; terminating it")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.stop_request:
+            try:
+                return self.process.wait(POLL_S)
+            except subprocess.TimeoutExpired:
+                continue
+        if self.process.poll() is None:
+            log.error("the gadget process %d did not exit; terminating it", self.process.pid)
             self.stop()
-            return self.process.wait(10)
+        return self.process.wait(10)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            log.info("stopping the gadget process %d", self.process.pid)
             self.process.terminate()
             try:
                 self.process.wait(10)
@@ -117,15 +175,16 @@ class ChildPeer(Peer):
                 self.process.wait(10)
 
     def describe_exit(self, code: int) -> str:
-        return f"the gadget process exited with status {code}"
+        return describe_status(code)
 
 
 class ThreadPeer(Peer):
     """The target served by ``gadgetron.external.listen`` in a thread of this process."""
 
-    def __init__(self, module: str, target: str, deadline: float) -> None:
+    def __init__(self, module: str, target: str, deadline: float, stop: StopRequest | None = None) -> None:
         self.handler = load_target(module, target)
         self.deadline = deadline
+        self.stop_request = stop if stop is not None else StopRequest()
         self.failure: BaseException | None = None
         self.thread: threading.Thread | None = None
 
@@ -141,6 +200,8 @@ class ThreadPeer(Peer):
                 connection = socket.create_connection(("localhost", port), timeout=5.0)
                 break
             except OSError:
+                if self.stop_request:
+                    raise SessionError(f"{self.stop_request.reason} before the gadget connected") from None
                 if not self.alive() or time.monotonic() > connect_deadline:
                     raise SessionError(f"could not connect to the gadget listening on port {port}") from None
                 time.sleep(0.05)
@@ -159,16 +220,53 @@ class ThreadPeer(Peer):
 
     def wait(self, seconds: float) -> int:
         assert self.thread is not None
-        self.thread.join(seconds)
+        end = time.monotonic() + seconds
+        while self.thread.is_alive() and time.monotonic() < end and not self.stop_request:
+            self.thread.join(POLL_S)
         if self.thread.is_alive():
-            raise SessionError("the gadget thread did not finish")
+            log.error("the gadget thread did not finish; leaving it (a daemon thread)")
+            return 1
         return 0 if self.failure is None else 1
 
     def stop(self) -> None:
-        pass  # a daemon thread; it ends with its connection
+        pass  # a daemon thread: its connection is closed, it cannot be killed
 
     def describe_exit(self, code: int) -> str:
+        if self.failure is None:
+            return "the gadget thread did not finish"
         return f"the gadget raised {type(self.failure).__name__}: {self.failure}"
+
+
+def describe_status(code: int) -> str:
+    """``the gadget process exited with status 1`` / ``died (signal 9, SIGKILL)``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"the gadget process died (signal {-code}, {name})"
+    return f"the gadget process exited with status {code}"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies, else ``None``.
+
+    ``prctl`` is looked up here, in the parent: the child between fork and exec only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def load_target(module: str, target: str) -> Callable[[Any], None]:

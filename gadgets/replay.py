@@ -9,43 +9,72 @@ way Gadgetron does (``python -m gadgetron PORT MODULE TARGET``; ``--connect`` se
 for a chain with C++ gadgets before the Python one, what those gadgets would produce: see
 :mod:`gadgets.emulation`) and CLOSE over a real socket, and writes the images that come back
 in ``gadgetron_ismrmrd_client``'s layout (``/<group>/image_<series>/header|attributes|data``).
-Waveforms in the raw file are not sent (the chains drop them).
+Waveforms in the raw file are not sent (the chains drop them). The raw file is only read
+(HDF5 mode ``r``): a read-only file works, and several runs may read one file at once.
 
-Exit status: 0 when every expected image arrived; 1 when the gadget reported an error, died,
-timed out or returned fewer images than the file has slices; 2 for bad arguments.
+Everything is checked before the gadget starts (chain, properties, device, raw file, output
+paths). Whatever ends the session afterwards (the gadget's error, crash or kill, ``--timeout``,
+a bad readout in the raw file, SIGINT / SIGTERM / SIGHUP), every image already received is
+written (to a recovery file next to the output where the output cannot be written), and the
+last line on stderr says what was written, why the run fell short and which slices were lost.
+
+Exit status: 0 when every expected image arrived and was written; 1 when the gadget reported
+an error, died, timed out, the input could not be sent, fewer images than the file has slices
+came back, or the output could not be written where asked; 2 for bad arguments (nothing was
+started); 128 + the signal number when interrupted (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import datetime
 import logging
+import signal
 import sys
+import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import h5py
 import ismrmrd
 import numpy as np
 
-from gadgets.assembly import line_role, slice_index
+from gadgets.assembly import line_role
 from gadgets.chains import DEFAULT_CHAIN, ChainSpec, available_chains, load_chain, override_properties
 from gadgets.demo_data import demo_raw_file
-from gadgets.emulation import emulate_chain
+from gadgets.emulation import EmulationError, check_chain, emulate_chain, readout_label
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.output import default_group, write_client_layout, write_previews
-from gadgets.session import SessionError, SessionOutcome, run_session
+from gadgets.session import InputError, SessionError, SessionOutcome, StopRequest, run_session
 from gadgets.settings import GadgetSettings, properties_from_xml, settings_from_properties
 
 log = logging.getLogger("pogmdm.replay")
 
+PROGRAM = "pogmdm-recon"
+
+#: Signals that end a run gracefully: the gadget is stopped, received images are written.
+HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+#: The counters that tell one reconstruction from another (one image per series each).
+RECON_COUNTERS = ("slice", "contrast", "phase", "repetition", "set")
+
+#: Acquisitions read from the raw file at a time.
+READ_BLOCK = 256
+
+ReconKey = tuple[int, int, int, int, int]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pogmdm-recon",
+        prog=PROGRAM,
         description="Reconstruct an ISMRMRD raw file through the PoGMDM Gadgetron gadget (offline replay).",
     )
     parser.add_argument("raw", nargs="?", type=Path, help="ISMRMRD raw file (default: the shipped demo)")
@@ -71,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
+    """Console entry point; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -82,17 +111,89 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_chains:
         print("\n".join(available_chains()))
         return 0
+    signals = _Signals()
+    signals.install()
+    try:
+        return _run(args, signals)
+    except _Interrupted as interrupted:
+        _final(f"{signals.stop.reason} before the reconstruction started; nothing was written")
+        return 128 + interrupted.signum
+    except Exception as error:  # a bug: one line, the traceback with -v
+        log.debug("internal error", exc_info=True)
+        _final(f"internal error: {type(error).__name__}: {error} (run with -v for the traceback)")
+        return 1
+    finally:
+        signals.restore()
+
+
+def _run(args: argparse.Namespace, signals: _Signals) -> int:
     try:
         plan = plan_replay(args)
+        check_outputs(args.output, args.png)
     except (ValueError, OSError, KeyError) as error:
-        log.error("error: %s", error)
+        _final(f"error: {error}")
         return 2
+    signals.defer = True  # from here on a signal ends the session; received images are kept
     try:
-        outcome = execute(plan, args)
+        outcome = execute(plan, args, signals.stop)
     except SessionError as error:
-        log.error("FAILED: %s", error)
-        return 1
-    return report(plan, outcome, args)
+        if error.outcome is None:
+            _final(f"FAILED: {error}")
+            return signals.status(1)
+        outcome = error.outcome
+    return report(plan, outcome, args, signals)
+
+
+def _final(text: str) -> None:
+    """The run's last stderr line (no timestamp, so scripts can read it)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+
+
+class _Interrupted(Exception):  # noqa: N818 (not an error: a signal)
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT / SIGTERM / SIGHUP handling.
+
+    Before the session (``defer`` false) a signal aborts at once (:class:`_Interrupted`); from
+    the session on it only sets :attr:`stop`, which the session polls: the gadget is stopped,
+    received images are written, and the exit status is 128 + the signal number.
+    """
+
+    def __init__(self) -> None:
+        self.stop = StopRequest()
+        self.signum: int | None = None
+        self.defer = False
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for name in HANDLED_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            return  # already stopping
+        self.signum = signum
+        self.stop.request(f"interrupted by {signal.Signals(signum).name}")
+        if not self.defer:
+            raise _Interrupted(signum)
+
+    def status(self, otherwise: int) -> int:
+        return 128 + self.signum if self.signum is not None else otherwise
 
 
 @dataclass(frozen=True)
@@ -102,7 +203,8 @@ class ReplayPlan:
     Attributes:
         raw: the raw file; chain: the chain; configuration_xml: the CONFIG text (with overrides);
         settings: the parsed gadget settings; header_xml: the raw file's XML header;
-        encoding: what the header says; expected: reconstructions expected (distinct slices).
+        encoding: what the header says; expected: reconstructions expected (distinct slices);
+        keys: their (slice, contrast, phase, repetition, set), sorted.
     """
 
     raw: Path
@@ -112,6 +214,7 @@ class ReplayPlan:
     header_xml: bytes
     encoding: EncodingInfo
     expected: int
+    keys: tuple[ReconKey, ...] = ()
 
     @property
     def expected_series(self) -> dict[int, int]:
@@ -123,66 +226,225 @@ class ReplayPlan:
 
 
 def plan_replay(args: argparse.Namespace) -> ReplayPlan:
-    """Read and check the chain, its properties and the raw file.
+    """Read and check the chain, its properties, the device and the raw file.
 
     Raises:
-        ValueError: naming what is wrong (unknown chain / property, bad header, no image data).
+        ValueError: naming the file, property or value that is wrong (unknown chain / property,
+            bad device, not an HDF5 file, bad header, no image data).
     """
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     raw = args.raw if args.raw is not None else demo_raw_file()
     if args.raw is None:
         log.info("no input given: reconstructing the shipped demo raw file %s", raw)
-    if not raw.is_file():
+    if not raw.exists():
         raise ValueError(f"raw file {raw} not found")
+    if not raw.is_file():
+        raise ValueError(f"raw file {raw} is not a file")
     chain = load_chain(args.chain)
     if chain.connect_port is not None:
         raise ValueError(f"chain {chain.path} uses <connect>; pogmdm-recon needs an <execute> node")
+    check_chain(chain)
     overrides = dict(_key_value(item) for item in args.set)
     if args.preset:
         overrides["preset"] = args.preset
-    configuration_xml = (
-        override_properties(chain.configuration_xml, overrides) if overrides else (chain.configuration_xml)
-    )
-    settings = settings_from_properties(properties_from_xml(ElementTree.fromstring(configuration_xml)))
-    with h5py.File(raw, "r") as handle:
-        if (
-            args.dataset not in handle
-            or "xml" not in handle[args.dataset]
-            or "data" not in handle[args.dataset]
-        ):
-            raise ValueError(f"{raw} has no ISMRMRD raw data in /{args.dataset} (xml and data)")
-        header_xml = bytes(handle[args.dataset]["xml"][0])
-        headers = handle[args.dataset]["data"]["head"]
-        encoding = encoding_from_header(parse_header(header_xml))
-        expected = count_reconstructions(headers, encoding)
-    if expected == 0:
-        raise ValueError(f"{raw} holds no imaging readouts")
+    source = f"chain {chain.path}" + (" with --set/--preset" if overrides else "")
+    try:
+        configuration_xml = (
+            override_properties(chain.configuration_xml, overrides) if overrides else chain.configuration_xml
+        )
+        settings = settings_from_properties(properties_from_xml(ElementTree.fromstring(configuration_xml)))
+    except (ValueError, ElementTree.ParseError) as error:
+        raise ValueError(f"gadget properties of {source}: {error}") from None
+    _check_device(settings, source)
+    header_xml, encoding, keys = read_raw_summary(raw, args.dataset)
+    if not keys:
+        raise ValueError(f"raw file {raw} holds no imaging readouts")
     log.info(
         "%s: header version %s, encoded %s, recon %s; %d reconstruction(s) expected; chain %s, preset %s",
         raw,
         encoding.header_version,
         encoding.encoded_matrix,
         encoding.recon_matrix,
-        expected,
+        len(keys),
         chain.name,
         settings.preset,
     )
-    return ReplayPlan(raw, chain, configuration_xml, settings, header_xml, encoding, expected)
+    return ReplayPlan(raw, chain, configuration_xml, settings, header_xml, encoding, len(keys), keys)
+
+
+def _check_device(settings: GadgetSettings, source: str) -> None:
+    """The ``device`` property must name a device of this machine (the gadget runs here)."""
+    from recon_core.device import resolve_device
+
+    try:
+        resolve_device(settings.recon.device)
+    except ValueError as error:
+        raise ValueError(f"gadget property device of {source}: {error}") from None
+
+
+def read_raw_summary(raw: Path, dataset: str) -> tuple[bytes, EncodingInfo, tuple[ReconKey, ...]]:
+    """The XML header, what it says, and the reconstructions the readouts call for (read-only).
+
+    Raises:
+        ValueError: ``cannot read raw file X: ...`` naming what is wrong.
+    """
+    if not h5py.is_hdf5(raw):
+        raise ValueError(f"cannot read raw file {raw}: not an HDF5 file")
+    try:
+        with h5py.File(raw, "r") as handle:
+            group = handle.get(dataset)
+            if not isinstance(group, h5py.Group) or "xml" not in group or "data" not in group:
+                raise ValueError(f"raw file {raw} has no ISMRMRD raw data in /{dataset} (xml and data)")
+            header_xml = bytes(group["xml"][0])
+            headers = group["data"]["head"]
+    except OSError as error:
+        raise ValueError(f"cannot read raw file {raw}: {_h5_reason(error)}") from None
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"cannot read raw file {raw}: /{dataset} is not ISMRMRD raw data ({error})"
+        ) from None
+    try:
+        encoding = encoding_from_header(parse_header(header_xml))
+    except Exception as error:  # the XML parser's many exception types
+        raise ValueError(f"raw file {raw}: bad ISMRMRD XML header: {type(error).__name__}: {error}") from None
+    keys: set[ReconKey] = set()
+    for number, raw_header in enumerate(headers):
+        try:
+            header = _acquisition_header(raw_header)
+        except ValueError as error:
+            raise ValueError(f"raw file {raw}: acquisition {number}: {error}") from None
+        if line_role(header, encoding) in ("image", "calibration"):
+            keys.add(tuple(int(getattr(header.idx, name)) for name in RECON_COUNTERS))  # type: ignore[arg-type]
+    return header_xml, encoding, tuple(sorted(keys))
 
 
 def count_reconstructions(headers: np.ndarray, encoding: EncodingInfo) -> int:
     """Distinct (slice, contrast, phase, repetition, set) among the imaging readouts."""
     keys = set()
     for raw_header in headers:
-        header = ismrmrd.AcquisitionHeader.from_buffer_copy(np.ascontiguousarray(raw_header).tobytes())
+        header = _acquisition_header(raw_header)
         if line_role(header, encoding) in ("image", "calibration"):
-            keys.add(slice_index(header))
+            keys.add(tuple(int(getattr(header.idx, name)) for name in RECON_COUNTERS))
     return len(keys)
 
 
-def execute(plan: ReplayPlan, args: argparse.Namespace) -> SessionOutcome:
-    """Run the gadget over the socket and collect what it sends back."""
+def _acquisition_header(record: Any) -> ismrmrd.AcquisitionHeader:
+    data = np.ascontiguousarray(record).tobytes()
+    size = ctypes.sizeof(ismrmrd.AcquisitionHeader)
+    if len(data) != size:
+        raise ValueError(f"its header record has {len(data)} bytes, an ISMRMRD acquisition header {size}")
+    return ismrmrd.AcquisitionHeader.from_buffer_copy(data)
+
+
+def read_acquisitions(data: h5py.Dataset, raw: Path) -> Iterator[ismrmrd.Acquisition]:
+    """The acquisitions of an open ``/dataset/data`` (read in blocks), checked against their headers.
+
+    Raises:
+        InputError: naming the file and the acquisition whose data do not fit its header.
+    """
+    for start in range(0, int(data.shape[0]), READ_BLOCK):
+        try:
+            records = data[start : start + READ_BLOCK]
+        except (OSError, ValueError, TypeError) as error:
+            raise InputError(
+                f"cannot read raw file {raw}: acquisitions {start} to {start + READ_BLOCK - 1}: {error}"
+            ) from None
+        for offset, record in enumerate(records):
+            yield acquisition_from_record(record, raw, start + offset)
+
+
+def acquisition_from_record(record: Any, raw: Path | str, number: int) -> ismrmrd.Acquisition:
+    """An ``ismrmrd.Acquisition`` from one record of ``/dataset/data`` (head, traj, data).
+
+    Raises:
+        InputError: when the sample data or trajectory do not match the header's sizes.
+    """
+    try:
+        header = _acquisition_header(record["head"])
+    except ValueError as error:
+        raise InputError(f"bad raw file {raw}: acquisition {number}: {error}") from None
+    samples, channels = int(header.number_of_samples), int(header.active_channels)
+    dimensions = int(header.trajectory_dimensions)
+    values = np.asarray(record["data"], dtype=np.float32)
+    if values.size != 2 * samples * channels:
+        raise InputError(
+            f"bad raw file {raw}: acquisition {number} ({readout_label(header)}): its header says "
+            f"{channels} channel(s) x {samples} samples, its data hold {values.size / 2:g} complex values"
+        )
+    trajectory = np.asarray(record["traj"], dtype=np.float32)
+    if trajectory.size != samples * dimensions:
+        raise InputError(
+            f"bad raw file {raw}: acquisition {number} ({readout_label(header)}): its header says "
+            f"{samples} samples x {dimensions} trajectory dimension(s), its trajectory holds "
+            f"{trajectory.size} values"
+        )
+    return ismrmrd.Acquisition(
+        header,
+        values.view(np.complex64).reshape(channels, samples).copy(),
+        trajectory.reshape(samples, dimensions).copy(),
+    )
+
+
+def check_outputs(output: Path, png: Path | None) -> None:
+    """Check, before anything starts, that the output file and the PNG folder can be written.
+
+    Raises:
+        ValueError: one line naming the path and what is wrong with it.
+    """
+    if output.exists():
+        if output.is_dir():
+            raise ValueError(f"output {output} is a folder; name a file (-o {output / 'out.h5'})")
+        if not h5py.is_hdf5(output):
+            raise ValueError(f"output {output} exists and is not an HDF5 file; not overwriting it")
+        try:
+            with h5py.File(output, "a"):
+                pass
+        except OSError as error:
+            raise ValueError(f"output {output} cannot be opened for writing: {_h5_reason(error)}") from None
+    else:
+        folder = output.parent
+        if not folder.exists():
+            raise ValueError(f"output folder {folder} does not exist")
+        if not folder.is_dir():
+            raise ValueError(f"output folder {folder} is not a folder")
+        _check_writable(folder, "output folder")
+    if png is not None:
+        if png.exists() and not png.is_dir():
+            raise ValueError(f"--png {png} is an existing file, not a folder")
+        existing = next(p for p in (png, *png.parents) if p.exists() or p == Path(p.anchor or "."))
+        if not existing.is_dir():
+            raise ValueError(f"--png {png}: {existing} is a file, not a folder")
+        _check_writable(existing, "--png folder")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{what} {folder} is not writable: {error.strerror or error}") from None
+
+
+def _h5_reason(error: OSError) -> str:
+    text = str(error)
+    if "unable to lock file" in text:
+        return "it is locked by another process (open for writing elsewhere?)"
+    if "file signature not found" in text:
+        return "not an HDF5 file"
+    if "Permission denied" in text or "errno = 13" in text:
+        return "permission denied"
+    return text
+
+
+def execute(plan: ReplayPlan, args: argparse.Namespace, stop: StopRequest | None = None) -> SessionOutcome:
+    """Run the gadget over the socket and collect what it sends back.
+
+    Raises:
+        SessionError: as :func:`gadgets.session.run_session` (its ``outcome`` keeps the images).
+    """
     env: dict[str, str] = {}
     if args.threads is not None:
         env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
@@ -190,9 +452,12 @@ def execute(plan: ReplayPlan, args: argparse.Namespace) -> SessionOutcome:
             import torch
 
             torch.set_num_threads(args.threads)
-    with ismrmrd.Dataset(str(plan.raw), args.dataset, create_if_needed=False) as dataset:
-        count = dataset.number_of_acquisitions()
-        items: Iterator = (dataset.read_acquisition(i) for i in range(count))
+    try:
+        handle = h5py.File(plan.raw, "r")
+    except OSError as error:
+        raise SessionError(f"cannot read raw file {plan.raw}: {_h5_reason(error)}") from None
+    with handle:
+        items: Iterable[Any] = read_acquisitions(handle[args.dataset]["data"], plan.raw)
         if plan.chain.upstream:
             names = ", ".join(gadget.classname for gadget in plan.chain.upstream)
             log.info("performing the chain's C++ gadgets before the Python gadget: %s", names)
@@ -202,31 +467,59 @@ def execute(plan: ReplayPlan, args: argparse.Namespace) -> SessionOutcome:
             plan.chain.target,
             plan.configuration_xml,
             plan.header_xml,
-            items,
+            _named_failures(items, plan.raw),
             mode="connect" if args.connect else "execute",
             timeout=args.timeout,
             env=env,
+            stop=stop,
         )
 
 
-def report(plan: ReplayPlan, outcome: SessionOutcome, args: argparse.Namespace) -> int:
-    """Write the images, print a summary and decide the exit status."""
+def _named_failures(items: Iterable[Any], raw: Path) -> Iterator[Any]:
+    """``items``, with any failure to produce one turned into an :class:`InputError` naming ``raw``."""
+    try:
+        yield from items
+    except InputError:
+        raise
+    except EmulationError as error:
+        raise InputError(f"bad input {raw} for the chain's {error}") from error
+    except Exception as error:
+        raise InputError(f"cannot read raw file {raw}: {type(error).__name__}: {error}") from error
+
+
+def report(
+    plan: ReplayPlan,
+    outcome: SessionOutcome,
+    args: argparse.Namespace,
+    signals: _Signals | None = None,
+) -> int:
+    """Write the images (whatever ended the session), print a summary; the exit status."""
     start = time.perf_counter()
     group = args.group or default_group()
+    images = list(outcome.images)
     problems = list(outcome.errors)
-    if outcome.images:
-        written = write_client_layout(args.output, group, outcome.images)
-        log.info("wrote %d image(s) to %s: %s", len(outcome.images), args.output, ", ".join(written))
+    destination: Path | None = None
+    write_problem = ""
+    previews_problem = ""
+    previews = 0
+    if images:
+        destination, write_problem = save_images(args.output, group, images)
         if args.png is not None:
-            previews = write_previews(args.png, outcome.images)
-            log.info("wrote %d PNG preview(s) to %s", len(previews), args.png)
-    per_series = Counter(int(image.image_series_index) for image in outcome.images)
+            try:
+                previews = len(write_previews(args.png, images))
+                log.info("wrote %d PNG preview(s) to %s", previews, args.png)
+            except Exception as error:  # the images are in the HDF5 file; say so, go on
+                previews_problem = f"could not write the PNG previews to {args.png}: {error}"
+                problems.append(previews_problem)
+    per_series = Counter(int(image.image_series_index) for image in images)
+    shortfall = []
     for series, expected in plan.expected_series.items():
         if per_series.get(series, 0) < expected:
-            problems.append(
+            shortfall.append(
                 f"series {series}: {per_series.get(series, 0)} image(s) received, {expected} expected"
             )
-    for image in outcome.images[:1]:
+    problems.extend(shortfall)
+    for image in images[:1]:
         log.info(
             "geometry of the first image: matrix %s, FOV %s mm, position %s, read %s, phase %s, slice %s",
             tuple(image.matrix_size),
@@ -239,16 +532,93 @@ def report(plan: ReplayPlan, outcome: SessionOutcome, args: argparse.Namespace) 
     log.info(
         "%d item(s) sent, %d image(s) received (per series %s) in %.1f s; output %.1f s",
         outcome.sent,
-        len(outcome.images),
+        len(images),
         dict(sorted(per_series.items())),
         outcome.seconds,
         time.perf_counter() - start,
     )
-    if problems:
-        for problem in problems:
-            log.error("FAILED: %s", problem)
-        return 1
-    return 0
+    for problem in problems:
+        log.error("FAILED: %s", problem)
+    total = sum(plan.expected_series.values())
+    interrupted = signals is not None and signals.signum is not None
+    failed = bool(problems) or bool(write_problem) or interrupted
+    if not failed:
+        text = f"wrote {_plural(len(images), 'image')} to {destination} (group {group})"
+        if args.png is not None:
+            text += f" and {_plural(previews, 'PNG preview')} to {args.png}"
+        _final(text)
+        return 0
+    parts = []
+    count = f"{len(images)} of {_plural(total, 'image')}"
+    if destination is None and images:
+        parts.append(f"LOST {count}, received but not written: {write_problem}")
+    elif write_problem:
+        parts.append(f"wrote {count} to {destination} instead: {write_problem}")
+    elif images:
+        parts.append(f"wrote {count} to {destination} (group {group})")
+    else:
+        parts.append(f"no image to write ({count} received)")
+    reason = outcome.reason
+    if interrupted and signals is not None and not reason:
+        reason = signals.stop.reason or "interrupted"
+    if not reason and shortfall:
+        reason = f"the gadget returned {len(images)} of {_plural(total, 'image')}"
+    if reason:
+        parts.append(reason)
+    lost = describe_lost(plan, images)
+    if lost:
+        parts.append(lost)
+    if previews_problem:
+        parts.append(previews_problem)
+    _final("; ".join(parts))
+    return signals.status(1) if signals is not None else 1
+
+
+def describe_lost(plan: ReplayPlan, images: Sequence[ismrmrd.Image]) -> str:
+    """``slices 1, 2 lost`` (or the counters that differ): expected reconstructions without an image."""
+    if not plan.keys:
+        return ""
+    got: dict[int, set[ReconKey]] = {}
+    for image in images:
+        key = tuple(int(getattr(image, name)) for name in RECON_COUNTERS)
+        got.setdefault(int(image.image_series_index), set()).add(key)  # type: ignore[arg-type]
+    lost = [key for key in plan.keys if any(key not in got.get(s, set()) for s in plan.expected_series)]
+    if not lost:
+        return ""
+    varying = [i for i, _ in enumerate(RECON_COUNTERS) if len({key[i] for key in plan.keys}) > 1] or [0]
+    shown = lost[:12]
+    more = f" and {len(lost) - len(shown)} more" if len(lost) > len(shown) else ""
+    if len(varying) == 1:
+        name = RECON_COUNTERS[varying[0]]
+        values = ", ".join(str(key[varying[0]]) for key in shown)
+        return f"{name}{'s' if len(lost) > 1 else ''} {values}{more} lost"
+    labels = ", ".join(" ".join(f"{RECON_COUNTERS[i]} {key[i]}" for i in varying) for key in shown)
+    return f"lost: {labels}{more}"
+
+
+def save_images(output: Path, group: str, images: Sequence[ismrmrd.Image]) -> tuple[Path | None, str]:
+    """Write ``images`` to ``output``, or to a recovery file if that fails: ``(where, problem)``.
+
+    ``where`` is ``None`` only when no file at all could be written (``problem`` says why).
+    """
+    try:
+        written = write_client_layout(output, group, images)
+        log.info("wrote %d image(s) to %s: %s", len(images), output, ", ".join(written))
+        return output, ""
+    except Exception as error:  # whatever it is, the images must still land somewhere
+        reason = f"could not write {output} ({_h5_reason(error) if isinstance(error, OSError) else error})"
+        log.error("%s", reason)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{output.stem or 'pogmdm_out'}.recovered-{stamp}{output.suffix or '.h5'}"
+    for candidate in (output.parent / name, Path(tempfile.gettempdir()) / name):
+        try:
+            write_client_layout(candidate, group, images)
+        except Exception as error:
+            log.error("could not write the recovery file %s either: %s", candidate, error)
+            continue
+        log.error("the %d received image(s) were written to %s instead", len(images), candidate)
+        return candidate, reason
+    return None, f"{reason}, nor a recovery file next to it or in {tempfile.gettempdir()}"
 
 
 def _key_value(item: str) -> tuple[str, str]:
@@ -256,6 +626,10 @@ def _key_value(item: str) -> tuple[str, str]:
     if not separator or not key.strip():
         raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
     return key.strip(), value.strip()
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _rounded(values: Sequence[float]) -> tuple[float, ...]:
