@@ -10,6 +10,12 @@ and navigator / phase-correction lines are dropped by the same rules.
 
 Upstream gadgets (NoiseAdjustGadget) have already prewhitened the data with their own scaling,
 so no noise scan is attached and the reconstruction estimates the noise level itself.
+
+3D buffers (E2 > 1) are read line by line too: each line keeps its ``kspace_encode_step_2`` and
+the assembly reconstructs the slab partition by partition. A position whose readouts were sent
+(headers with samples) but hold only zeros becomes a :class:`SliceData` without lines and with
+``zero_readouts`` set, which the gadget reports as an ERROR; a position nothing was sent to
+(BucketToBuffer sizes N, S and LOC by the encoding limits) is left out.
 """
 
 from __future__ import annotations
@@ -28,16 +34,14 @@ def slices_from_recon_data(recon_data: Any, encoding: EncodingInfo) -> list[Slic
     """One :class:`SliceData` per (N, S, LOC) of the first encoding space's bit.
 
     Raises:
-        ValueError: for a buffer that is not 2D Cartesian ``[RO, E1, 1, CHA, N, S, LOC]``.
+        ValueError: for a buffer that is not ``[RO, E1, E2, CHA, N, S, LOC]``.
     """
     bits = list(recon_data.bits)
     if not bits:
         raise ValueError("ReconData without any ReconBit")
     bit = bits[0]
     data = _buffer_array(bit.data.data)
-    readout, _, partitions, _, count_n, count_s, count_loc = data.shape
-    if partitions != 1:
-        raise ValueError(f"only 2D buffers are supported, E2 = {partitions}")
+    readout, _, _, _, count_n, count_s, count_loc = data.shape
     buffers = [(data, _headers(bit.data), False)]
     if bit.ref is not None:
         buffers.append((_buffer_array(bit.ref.data), _headers(bit.ref), True))
@@ -46,14 +50,25 @@ def slices_from_recon_data(recon_data: Any, encoding: EncodingInfo) -> list[Slic
         for s in range(count_s):
             for n in range(count_n):
                 lines: list[ReadoutLine] = []
+                zero_headers: list[Any] = []
                 for array, headers, is_reference in buffers:
-                    found = _lines(array, headers, (n, s, loc), is_reference)
+                    found, zeros = _lines(array, headers, (n, s, loc), is_reference)
                     lines.extend(line for line in found if line_role(line.header, encoding) != "skip")
-                if not lines:
-                    continue
-                imaging = [line for line in lines if not line.calibration_only] or lines
+                    zero_headers.extend(h for h in zeros if line_role(h, encoding) != "skip")
+                if lines:
+                    imaging = [line for line in lines if not line.calibration_only] or lines
+                    index = slice_index(imaging[0].header)
+                elif zero_headers:
+                    index = slice_index(zero_headers[0])
+                else:
+                    continue  # nothing was sent to this position
                 slices.append(
-                    SliceData(index=slice_index(imaging[0].header), lines=tuple(lines), line_length=readout)
+                    SliceData(
+                        index=index,
+                        lines=tuple(lines),
+                        line_length=readout,
+                        zero_readouts=0 if lines else len(zero_headers),
+                    )
                 )
     return slices
 
@@ -75,20 +90,26 @@ def _headers(buffer: Any) -> np.ndarray:
 
 def _lines(
     data: np.ndarray, headers: np.ndarray, position: tuple[int, int, int], is_reference: bool
-) -> list[ReadoutLine]:
-    """The acquired lines of one (N, S, LOC) position of a ReconBuffer."""
+) -> tuple[list[ReadoutLine], list[Any]]:
+    """The acquired lines of one (N, S, LOC) position of a ReconBuffer, and the headers of
+    readouts that were sent (``number_of_samples`` > 0) but hold only zeros."""
     n, s, loc = position
     if n >= data.shape[4] or s >= data.shape[5] or loc >= data.shape[6]:
-        return []  # a reference buffer for fewer positions: not shared across N / S / LOC
+        return [], []  # a reference buffer for fewer positions: not shared across N / S / LOC
     readout = data.shape[0]
     lines = []
-    for e1 in range(data.shape[1]):
-        samples = data[:, e1, 0, :, n, s, loc].T  # (CHA, RO)
-        header = headers[e1, 0, n, s, loc]
-        if header is None or not np.any(samples):
+    zeros = []
+    for e1, e2 in np.ndindex(data.shape[1], data.shape[2]):
+        samples = data[:, e1, e2, :, n, s, loc].T  # (CHA, RO)
+        header = headers[e1, e2, n, s, loc]
+        if header is None:
+            continue
+        if not np.any(samples):
+            if int(header.number_of_samples) > 0:
+                zeros.append(header)
             continue
         if int(header.number_of_samples) == 0:
-            header = _placeholder_header(header, e1)
+            header = _placeholder_header(header, e1, e2)
         calibration_only = has_flag(header, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) or (
             is_reference and not has_flag(header, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
         )
@@ -99,13 +120,15 @@ def _lines(
                 centre_sample=readout // 2,
                 calibration_only=calibration_only,
                 header=header,
+                kz=int(header.idx.kspace_encode_step_2),
             )
         )
-    return lines
+    return lines, zeros
 
 
-def _placeholder_header(header: Any, e1: int) -> Any:
-    """A header for a buffer line whose header was left empty: its E1 position is its ky."""
+def _placeholder_header(header: Any, e1: int, e2: int) -> Any:
+    """A header for a buffer line whose header was left empty: its E1 / E2 position is its ky / kz."""
     filled = ismrmrd.AcquisitionHeader.from_buffer_copy(header)
     filled.idx.kspace_encode_step_1 = e1
+    filled.idx.kspace_encode_step_2 = e2
     return filled

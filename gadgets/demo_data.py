@@ -7,7 +7,9 @@ first (correlated coil noise), 2x readout oversampling, ky undersampling with a 
 calibration block (ACQ_IS_PARALLEL_CALIBRATION / ..._AND_IMAGING flags), optional partial
 Fourier (encoding limits off the matrix centre), several slices and repetitions with
 FIRST/LAST_IN_SLICE and LAST_IN_MEASUREMENT flags, real slice geometry and a header of a chosen
-``<version>`` (or none).
+``<version>`` (or none). With ``partitions > 1`` it writes a 3D Cartesian slab instead: a
+different 2D pattern in every partition (:func:`partition_object`), ``kspace_encode_step_2``
+on every readout and an encoded / recon matrix z of ``partitions``.
 
 The demo raw file shipped in ``gadgets/demo/`` was made with ``python -m gadgets.demo_data``.
 """
@@ -46,6 +48,8 @@ class SyntheticScan:
         fov_mm, slice_thickness_mm, slice_gap_mm: geometry.
         header_version: ``<version>`` of the XML header, ``None`` to leave it out.
         seed: random seed of the noise.
+        partitions: 1 for 2D slices; more for a 3D slab of that many partitions, each
+            ``slice_thickness_mm`` thick (every ky line acquired at every kz).
     """
 
     matrix: int = 96
@@ -62,6 +66,7 @@ class SyntheticScan:
     slice_gap_mm: float = 1.0
     header_version: int | None = 2
     seed: int = 0
+    partitions: int = 1
 
 
 def sampled_lines(scan: SyntheticScan) -> list[tuple[int, int]]:
@@ -91,6 +96,13 @@ def header_xml(scan: SyntheticScan) -> str:
     matrix, readout = scan.matrix, scan.matrix * scan.oversampling
     version = "" if scan.header_version is None else f"<version>{scan.header_version}</version>"
     maximum = matrix - 1 - scan.partial_fourier_lines
+    depth, fov_z = scan.partitions, scan.slice_thickness_mm * scan.partitions
+    kz_limits = (
+        f"<kspace_encoding_step_2><minimum>0</minimum><maximum>{depth - 1}</maximum>"
+        f"<center>{depth // 2}</center></kspace_encoding_step_2>"
+        if depth > 1
+        else ""
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
   {version}
@@ -105,15 +117,15 @@ def header_xml(scan: SyntheticScan) -> str:
   <experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions>
   <encoding>
     <encodedSpace>
-      <matrixSize><x>{readout}</x><y>{matrix}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{scan.fov_mm * scan.oversampling}</x><y>{scan.fov_mm}</y><z>{scan.slice_thickness_mm}</z></fieldOfView_mm>
+      <matrixSize><x>{readout}</x><y>{matrix}</y><z>{depth}</z></matrixSize>
+      <fieldOfView_mm><x>{scan.fov_mm * scan.oversampling}</x><y>{scan.fov_mm}</y><z>{fov_z}</z></fieldOfView_mm>
     </encodedSpace>
     <reconSpace>
-      <matrixSize><x>{matrix}</x><y>{matrix}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{scan.fov_mm}</x><y>{scan.fov_mm}</y><z>{scan.slice_thickness_mm}</z></fieldOfView_mm>
+      <matrixSize><x>{matrix}</x><y>{matrix}</y><z>{depth}</z></matrixSize>
+      <fieldOfView_mm><x>{scan.fov_mm}</x><y>{scan.fov_mm}</y><z>{fov_z}</z></fieldOfView_mm>
     </reconSpace>
     <encodingLimits>
-      <kspace_encoding_step_1><minimum>0</minimum><maximum>{maximum}</maximum><center>{matrix // 2}</center></kspace_encoding_step_1>
+      <kspace_encoding_step_1><minimum>0</minimum><maximum>{maximum}</maximum><center>{matrix // 2}</center></kspace_encoding_step_1>{kz_limits}
       <slice><minimum>0</minimum><maximum>{scan.slices - 1}</maximum><center>0</center></slice>
       <repetition><minimum>0</minimum><maximum>{scan.repetitions - 1}</maximum><center>0</center></repetition>
     </encodingLimits>
@@ -127,12 +139,32 @@ def header_xml(scan: SyntheticScan) -> str:
 """  # noqa: E501
 
 
+def partition_object(matrix: int, partition: int) -> torch.Tensor:
+    """``(matrix, matrix)`` object of a 3D slab's partition: the phantom turned by
+    ``partition`` quarter turns (and mirrored from the fifth partition on), so that every one
+    of up to 8 partitions differs."""
+    image = torch.rot90(shepp_logan(matrix), k=partition % 4, dims=(0, 1))
+    return image.flip(-1) if (partition // 4) % 2 else image
+
+
 def simulate_kspace(scan: SyntheticScan) -> torch.Tensor:
-    """``(C, ky, kx_oversampled)`` complex64 noiseless k-space of the phantom (peak image ~1)."""
+    """Noiseless k-space of the phantom (peak image ~1), complex64.
+
+    ``(C, ky, kx_oversampled)`` for a 2D scan; ``(C, kz, ky, kx_oversampled)`` for a 3D slab
+    (``partitions > 1``: partition ``p`` holds :func:`partition_object` and lies at
+    ``(p - partitions // 2)`` partition thicknesses along the slice direction; centred
+    orthonormal FFT along kz as in-plane).
+    """
     matrix, readout = scan.matrix, scan.matrix * scan.oversampling
-    image = crop_or_pad(shepp_logan(matrix).to(torch.complex64), readout, dim=-1)
     coil_maps = birdcage_coil_maps(scan.coils, matrix, readout)
-    return FFT2Operator()(coil_maps * image)
+    if scan.partitions == 1:
+        image = crop_or_pad(shepp_logan(matrix).to(torch.complex64), readout, dim=-1)
+        return FFT2Operator()(coil_maps * image)
+    volume = torch.stack([partition_object(matrix, p) for p in range(scan.partitions)])
+    volume = crop_or_pad(volume.to(torch.complex64), readout, dim=-1)
+    kspace = FFT2Operator()(coil_maps[:, None] * volume[None])  # (C, kz=z, ky, kx)
+    shifted = torch.fft.ifftshift(kspace, dim=1)
+    return torch.fft.fftshift(torch.fft.fft(shifted, dim=1, norm="ortho"), dim=1)
 
 
 def write_synthetic_raw(path: Path | str, scan: SyntheticScan = SyntheticScan()) -> Path:
@@ -156,28 +188,30 @@ def write_synthetic_raw(path: Path | str, scan: SyntheticScan = SyntheticScan())
         dataset.append_acquisition(
             _acquisition(noise, None, ismrmrd.ACQ_IS_NOISE_MEASUREMENT, scan, 0, stamp)
         )
+        planes = kspace.unbind(1) if scan.partitions > 1 else (kspace,)
         for repetition in range(scan.repetitions):
             for slice_number in range(scan.slices):
-                for number, (ky, flag) in enumerate(lines):
-                    samples = kspace[:, ky] + mixing @ _complex_noise((scan.coils, readout), generator)
-                    flags = [flag] if flag else []
-                    if number == 0:
-                        flags.append(ismrmrd.ACQ_FIRST_IN_SLICE)
-                    if number == len(lines) - 1:
-                        flags.append(ismrmrd.ACQ_LAST_IN_SLICE)
-                        if repetition == scan.repetitions - 1 and slice_number == scan.slices - 1:
-                            flags.append(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-                    stamp += 2
-                    counters = (ky, slice_number, repetition)
-                    dataset.append_acquisition(
-                        _acquisition(samples, counters, flags, scan, slice_number, stamp)
-                    )
+                for kz, plane in enumerate(planes):
+                    for number, (ky, flag) in enumerate(lines):
+                        samples = plane[:, ky] + mixing @ _complex_noise((scan.coils, readout), generator)
+                        flags = [flag] if flag else []
+                        if number == 0 and kz == 0:
+                            flags.append(ismrmrd.ACQ_FIRST_IN_SLICE)
+                        if number == len(lines) - 1 and kz == scan.partitions - 1:
+                            flags.append(ismrmrd.ACQ_LAST_IN_SLICE)
+                            if repetition == scan.repetitions - 1 and slice_number == scan.slices - 1:
+                                flags.append(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+                        stamp += 2
+                        counters = (ky, slice_number, repetition, kz)
+                        dataset.append_acquisition(
+                            _acquisition(samples, counters, flags, scan, slice_number, stamp)
+                        )
     return path
 
 
 def slice_position(scan: SyntheticScan, slice_number: int) -> tuple[float, float, float]:
-    """Centre of slice ``slice_number`` in mm (slices stacked along z around the isocentre)."""
-    spacing = scan.slice_thickness_mm + scan.slice_gap_mm
+    """Centre of slice (or slab) ``slice_number`` in mm (stacked along z around the isocentre)."""
+    spacing = scan.slice_thickness_mm * scan.partitions + scan.slice_gap_mm
     return 0.0, 0.0, (slice_number - (scan.slices - 1) / 2.0) * spacing
 
 
@@ -194,7 +228,7 @@ def _complex_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.
 
 def _acquisition(
     samples: torch.Tensor,
-    counters: tuple[int, int, int] | None,
+    counters: tuple[int, int, int, int] | None,
     flags: int | list[int],
     scan: SyntheticScan,
     slice_number: int,
@@ -217,8 +251,9 @@ def _acquisition(
     for flag in [flags] if isinstance(flags, int) else flags:
         acquisition.set_flag(flag)
     if counters is not None:
-        ky, slice_index, repetition = counters
+        ky, slice_index, repetition, kz = counters
         acquisition.idx.kspace_encode_step_1 = ky
+        acquisition.idx.kspace_encode_step_2 = kz
         acquisition.idx.slice = slice_index
         acquisition.idx.repetition = repetition
     return acquisition

@@ -9,6 +9,11 @@ WindowWidth, ImageRowDir, ImageColumnDir, Keep_image_geometry).
 
 Image data are ``(channels=1, z=1, y=H, x=W)`` float32, C-contiguous and writable: exactly what
 ``ismrmrd.Image`` / gadgetron 1.4.1 serialise under numpy 2 without a copy.
+
+A partition of a 3D slab is a 2D image of its own: ``slice`` = slab (the acquisitions' slice
+counter) x partitions + partition, position moved along the slice direction by the
+partition's offset, field of view z = the partition thickness; meta ``PogmdmSlab`` and
+``PogmdmPartition`` keep both numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gadgets.assembly import AssembledSlice
+from gadgets.assembly import AssembledSlice, Partition, shifted_position
 from gadgets.encoding import EncodingInfo
 from gadgets.settings import GadgetSettings
 from recon_core.readout import display_window, fit_to_recon_grid
@@ -61,7 +66,12 @@ def images_for_slice(
         if not np.isfinite(pixels).all():
             raise ValueError(f"the reconstructed {kind} contains NaN or Inf")
         meta = image_meta(kind, pixels, assembled.reference, settings, result.info)
-        images.append(make_image(pixels, assembled.reference, encoding, series, image_index, meta))
+        if assembled.partition is not None:
+            meta["PogmdmSlab"] = int(assembled.reference.idx.slice)
+            meta["PogmdmPartition"] = assembled.partition.index
+        images.append(
+            make_image(pixels, assembled.reference, encoding, series, image_index, meta, assembled.partition)
+        )
     return images
 
 
@@ -72,8 +82,13 @@ def make_image(
     series: int,
     image_index: int,
     meta: ismrmrd.Meta,
+    partition: Partition | None = None,
 ) -> ismrmrd.Image:
-    """An ``ismrmrd.Image`` of a ``(H, W)`` magnitude array with its header filled from ``reference``."""
+    """An ``ismrmrd.Image`` of a ``(H, W)`` magnitude array with its header filled from ``reference``.
+
+    For a ``partition`` of a 3D slab: ``slice`` = slab x partitions + partition, position
+    moved by its offset along the slice direction, field of view z its thickness.
+    """
     data = np.ascontiguousarray(pixels, dtype=np.float32).reshape(1, 1, *pixels.shape).copy()
     header = ismrmrd.ImageHeader.from_acquisition(reference)
     header.version = 1
@@ -83,6 +98,11 @@ def make_image(
     header.image_type = ismrmrd.IMTYPE_MAGNITUDE
     header.image_index = image_index
     header.image_series_index = series
+    if partition is not None:
+        header.slice = int(reference.idx.slice) * partition.count + partition.index
+        header.position = shifted_position(reference, partition.offset_mm)
+        fov_x, fov_y, _ = encoding.recon_fov_mm
+        header.field_of_view = (float(fov_x), float(fov_y), float(partition.thickness_mm))
     return ismrmrd.Image(head=header, data=data, meta=meta)
 
 

@@ -10,7 +10,20 @@ Chain XMLs name them as ``<execute name="gadgets.pogmdm_gadget" target="..." typ
 Anything else on the connection is passed on unchanged. A slice that fails is logged on
 stderr *and* reported to Gadgetron as an ERROR message (id 8, which Gadgetron's external
 channel turns into a failed chain); the gadget then raises :class:`ReconstructionError` when the
-stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silent.
+stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silent, and every
+ERROR is one line naming the slice (partition, counter or property): a readout outside the
+header's encoding limits or repeating a line of a slice already reconstructed is not used; a
+slice with too few lines (:func:`gadgets.assembly.check_sampling`), only all-zero readouts, an
+unusable noise scan or 3D readouts under a 2D header is not reconstructed. The other slices
+still come back.
+
+3D Cartesian encodings (encoded matrix z > 1) are reconstructed in hybrid space: the lines of
+one slab are placed by ``kspace_encode_step_2`` relative to the ``kspace_encoding_step_2``
+limits' centre, a centred inverse FFT along kz gives the partitions, and each partition of the
+recon field of view z is reconstructed as its own 2D slice. It comes back as its own image:
+``slice`` = slab x partitions + partition, position moved along the slice direction by the
+partition's offset (recon FOV z / recon matrix z per partition), field of view z one partition,
+``image_index`` counting every image of the series.
 """
 
 from __future__ import annotations
@@ -29,7 +42,16 @@ from typing import Any
 import ismrmrd
 from gadgetron.types import ReconData
 
-from gadgets.assembly import SliceAssembler, SliceData, assemble_slice, describe
+from gadgets.assembly import (
+    AssembledSlice,
+    RejectedReadoutError,
+    SliceAssembler,
+    SliceData,
+    SliceDataError,
+    assemble,
+    check_sampling,
+    describe,
+)
 from gadgets.buffers import slices_from_recon_data
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
@@ -120,13 +142,17 @@ def load_image_prior(settings: GadgetSettings) -> Any:
     """The image prior, loaded once per connection on the reconstruction device.
 
     ``settings.prior`` is a shipped prior's name (``conv``, ``shearlet``), a weights file
-    (``.safetensors``), ``MODULE:NAME`` of a prior class or factory (called without arguments),
-    or empty for the shipped default prior. PoGMDM weights
+    (``.safetensors``; pickles are refused), ``MODULE:NAME`` of a prior class or factory (called
+    without arguments), or empty for the shipped default prior. PoGMDM weights
     are used in their fast inference view (tabulated potentials), as ``reconstruct`` does for
     its default prior.
+
+    Raises:
+        ValueError: naming the ``prior`` property when ``MODULE:NAME`` gives ``None`` or
+            anything else that is not a prior (never a silent fall-back to the default prior).
     """
     from recon_core.device import resolve_device
-    from recon_core.prior import load_default_prior, load_prior
+    from recon_core.prior import DiffusionImagePrior, load_default_prior, load_prior
 
     device = resolve_device(settings.recon.device)
     spec = settings.prior
@@ -135,7 +161,13 @@ def load_image_prior(settings: GadgetSettings) -> Any:
     if ":" in spec and not Path(spec).exists():
         module, _, name = spec.partition(":")
         factory = getattr(importlib.import_module(module), name)
-        return factory() if callable(factory) else factory
+        prior = factory() if callable(factory) else factory
+        if not isinstance(prior, DiffusionImagePrior):
+            raise ValueError(
+                f"prior property {spec!r} gave {type(prior).__name__}, not an image prior with "
+                "energy(x, sigma) and score(x, sigma)"
+            )
+        return prior
     return load_prior(spec, device).tabulated()
 
 
@@ -166,6 +198,7 @@ class _Session:
         self.prior = prior
         self.done = 0
         self.failures: list[str] = []
+        self.rejected: dict[object, tuple[str, int]] = {}
 
     def run_acquisitions(self) -> None:
         # Waveforms (ECG, respiration) are consumed here: nothing downstream writes them.
@@ -176,7 +209,11 @@ class _Session:
             if isinstance(item, ismrmrd.Waveform):
                 waveforms += 1
                 continue
-            data = assembler.add(item)
+            try:
+                data = assembler.add(item)
+            except RejectedReadoutError as rejection:
+                self.reject(rejection)
+                continue
             if data is not None:
                 self.process(data)
         leftovers = assembler.flush()
@@ -188,6 +225,9 @@ class _Session:
             self.process(data)
         if assembler.skipped or waveforms:
             log.info("skipped readouts: %s; waveforms dropped: %d", dict(assembler.skipped), waveforms)
+        for text, count in self.rejected.values():
+            if count > 1:
+                self.fail(f"{count - 1} more readout(s) rejected like the first: {text}")
 
     def run_buffers(self) -> None:
         self.connection.filter(ReconData)
@@ -208,10 +248,20 @@ class _Session:
             self.process(data)
 
     def process(self, data: SliceData) -> None:
-        label = describe(data.index)
+        """Check, assemble and reconstruct one slice (each partition of a 3D slab on its own)."""
+        try:
+            check_sampling(data, self.encoding)
+            slices = assemble(data, self.encoding)
+        except Exception as error:
+            self.fail(_reason(describe(data.index), error), error)
+            return
+        for assembled in slices:
+            self.reconstruct_slice(assembled)
+
+    def reconstruct_slice(self, assembled: AssembledSlice) -> None:
+        label = assembled.label
         start = time.perf_counter()
         try:
-            assembled = assemble_slice(data, self.encoding)
             kspace: KSpaceSlice = assembled.kspace
             log.info(
                 "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
@@ -227,14 +277,22 @@ class _Session:
             result = self.reconstruct(kspace, config, prior=self.prior, progress=_ProgressLog(label))
             images = images_for_slice(result, assembled, self.encoding, self.settings, self.done + 1)
         except Exception as error:
-            self.fail(f"{label} failed: {type(error).__name__}: {error}", error)
+            self.fail(_reason(label, error), error)
             return
         for image in images:
             self.connection.send(image)
         self.done += 1
         log.info("%s: %d image(s) sent in %.1f s", label, len(images), time.perf_counter() - start)
 
-    def fail(self, text: str, error: BaseException) -> None:
+    def reject(self, rejection: RejectedReadoutError) -> None:
+        """Report the first readout rejected for a reason; count the others for :meth:`finish`."""
+        text, count = self.rejected.get(rejection.key, (str(rejection), 0))
+        self.rejected[rejection.key] = (text, count + 1)
+        if count == 0:
+            self.fail(text)
+
+    def fail(self, text: str, error: BaseException | None = None) -> None:
+        text = " ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
         log.error("pogmdm: %s", text, exc_info=error)
         self.failures.append(text)
         _report(self.connection, f"pogmdm: {text}")
@@ -266,6 +324,14 @@ class _ProgressLog:
         if tenth > self.last_tenth:
             self.last_tenth = tenth
             log.info("%s: step %d/%d", self.label, step, total)
+
+
+def _reason(label: str, error: BaseException) -> str:
+    """One line for the ERROR message: a data problem's own message (it names the slice), else
+    ``"<label> failed: <type>: <message>"``."""
+    if isinstance(error, SliceDataError):
+        return str(error)
+    return f"{label} failed: {type(error).__name__}: {error}"
 
 
 def _settings(connection: Any) -> GadgetSettings:

@@ -4,14 +4,24 @@
   exists, else a freshly initialised (untrained) PoGMDM written once to ``folder``, so the
   end-to-end tests run before trained weights land;
 * :func:`shepp_logan_raw`: a raw file from Debian's ``ismrmrd_generate_cartesian_shepp_logan``
-  (ISMRMRD 1.8: header ``<version>8</version>``, 2x readout oversampling, noise readout).
+  (ISMRMRD 1.8: header ``<version>8</version>``, 2x readout oversampling, noise readout);
+* :func:`read_raw` and :func:`replay_acquisitions`: a raw file's header and acquisitions, and
+  a (possibly edited) acquisition stream sent through a chain's gadget over a socket, with the
+  chain's C++ gadgets emulated, as Gadgetron would.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ismrmrd
+
+if TYPE_CHECKING:
+    from gadgets.session import SessionOutcome
 
 GENERATOR = "ismrmrd_generate_cartesian_shepp_logan"
 
@@ -60,3 +70,48 @@ def shepp_logan_raw(
         command.append("-C")
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     return path
+
+
+def read_raw(path: Path) -> tuple[bytes, list[ismrmrd.Acquisition]]:
+    """The XML header and every acquisition of the raw file ``path`` (``/dataset``)."""
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as dataset:
+        header = bytes(dataset.read_xml_header())
+        acquisitions = [dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())]
+    return header, acquisitions
+
+
+def replay_acquisitions(
+    header: bytes,
+    acquisitions: Sequence[ismrmrd.Acquisition],
+    chain: str = "pogmdm",
+    mode: str = "execute",
+    properties: Mapping[str, str | None] | None = None,
+    module: str | None = None,
+    target: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+) -> SessionOutcome:
+    """Send ``acquisitions`` through ``chain``'s gadget as Gadgetron would (C++ gadgets emulated).
+
+    ``properties`` override the chain's ``<configuration>`` (``None`` removes nothing, it is
+    skipped); ``module`` / ``target`` replace the chain's Python gadget.
+    """
+    from gadgets.chains import load_chain, override_properties
+    from gadgets.emulation import emulate_chain
+    from gadgets.encoding import encoding_from_header, parse_header
+    from gadgets.session import run_session
+
+    spec = load_chain(chain)
+    values = {key: value for key, value in (properties or {}).items() if value is not None}
+    encoding = encoding_from_header(parse_header(header))
+    items = list(emulate_chain(iter(acquisitions), spec, encoding)) if spec.upstream else list(acquisitions)
+    return run_session(
+        module or spec.module,
+        target or spec.target,
+        override_properties(spec.configuration_xml, values),
+        bytes(header),
+        items,
+        mode=mode,
+        timeout=timeout,
+        env=env,
+    )

@@ -24,6 +24,11 @@ def noise_covariance(noise_samples: Tensor) -> Tensor:
 
     Returns:
         ``(C, C)`` complex64 Hermitian covariance ``n n^H / N``.
+
+    Raises:
+        ValueError: for a wrong shape, fewer samples than coils, or samples that say what is
+            wrong rather than let the whitening fail later: non-finite samples (naming the
+            coils), an all-zero noise scan, or coils that recorded only zeros.
     """
     if noise_samples.ndim != 2 or not noise_samples.is_complex():
         raise ValueError(
@@ -36,6 +41,16 @@ def noise_covariance(noise_samples: Tensor) -> Tensor:
             f"need at least as many noise samples ({count}) as coils ({noise_samples.shape[0]}) "
             "for a full-rank noise covariance"
         )
+    finite = torch.isfinite(torch.view_as_real(noise_samples)).all(dim=-1).all(dim=-1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"the noise scan holds non-finite samples (NaN or Inf) in coil(s) {_coils(bad)}")
+    silent = (noise_samples == 0).all(dim=-1)
+    if bool(silent.all()):
+        raise ValueError("the noise scan is all zero: no receiver noise was recorded")
+    if bool(silent.any()):
+        dead = torch.nonzero(silent).flatten().tolist()
+        raise ValueError(f"coil(s) {_coils(dead)} recorded only zeros in the noise scan (dead coil?)")
     samples = noise_samples.to(torch.complex128)
     covariance = samples @ samples.conj().T / count
     return covariance.to(torch.complex64)
@@ -45,15 +60,25 @@ def whitening_matrix(covariance: Tensor) -> Tensor:
     """``W = L^{-1}`` with ``covariance = L L^H`` (Cholesky), computed in float64.
 
     Raises:
-        ValueError: if the covariance is not Hermitian positive definite.
+        ValueError: if the covariance is not Hermitian positive definite, naming why: NaN or
+            Inf entries, coils of zero noise variance, or (otherwise) linearly dependent coils.
     """
     psi = covariance.to(torch.complex128)
+    if not bool(torch.isfinite(torch.view_as_real(psi)).all()):
+        raise ValueError("the noise covariance holds NaN or Inf (non-finite noise samples)")
     psi = 0.5 * (psi + psi.conj().T)
+    variance = torch.diagonal(psi).real
+    if bool((variance <= 0).any()):
+        silent = torch.nonzero(variance <= 0).flatten().tolist()
+        raise ValueError(
+            f"noise covariance is not positive definite: coil(s) {_coils(silent)} have zero noise "
+            "variance (all-zero noise samples)"
+        )
     factor, info = torch.linalg.cholesky_ex(psi)
     if int(info) != 0:
         raise ValueError(
-            "noise covariance is not positive definite (a dead or duplicated coil?): "
-            f"Cholesky failed at column {int(info)}"
+            "noise covariance is not positive definite: the coils' noise is linearly dependent "
+            f"(a duplicated or combined coil channel?): Cholesky failed at column {int(info)}"
         )
     identity = torch.eye(psi.shape[0], dtype=psi.dtype, device=psi.device)
     inverse = torch.linalg.solve_triangular(factor, identity, upper=False)
@@ -81,3 +106,10 @@ def prewhiten_slice(kspace_slice: KSpaceSlice) -> KSpaceSlice:
     whitening = whitening_matrix(kspace_slice.noise_covariance).to(kspace_slice.kspace.device)
     whitened = prewhiten(kspace_slice.kspace, whitening) * kspace_slice.mask
     return dataclasses.replace(kspace_slice, kspace=whitened, prewhitened=True)
+
+
+def _coils(indices: list[int], shown: int = 8) -> str:
+    """``"[0, 3]"``, or the first few and a count for many coils."""
+    if len(indices) <= shown:
+        return str(indices)
+    return f"{indices[:shown]} and {len(indices) - shown} more"

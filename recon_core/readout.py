@@ -9,6 +9,8 @@ kept here so that ``gadgets/`` holds no maths:
   image domain (centred, orthonormal FFTs, so white noise keeps its per-sample variance);
 * :func:`readout_support`: which samples of the output line were actually acquired;
 * :func:`place_lines`: phase-encode lines put on the ``(C, ky, kx)`` grid, duplicates averaged;
+* :func:`kz_to_partitions`: 3D k-space to hybrid space (partitions in the image domain along z,
+  ky and kx still in k-space), so that each partition is a 2D slice;
 * :func:`fit_to_recon_grid`: a reconstructed image cropped / padded (and, when the pixel size
   differs, Fourier-resampled) to the header's recon matrix and field of view;
 * :func:`display_window`: a window centre / width for scanner viewers.
@@ -160,6 +162,30 @@ def place_lines(lines: Tensor, rows: list[int], grid_rows: int) -> tuple[Tensor,
     acquired = counts > 0
     total[acquired] /= counts[acquired].to(torch.complex128)[:, None, None]
     return total.permute(1, 0, 2).contiguous().to(torch.complex64), acquired
+
+
+def kz_to_partitions(kspace: Tensor, partitions: int, dim: int = -3) -> Tensor:
+    """Centred orthonormal inverse FFT along the kz axis ``dim``: 3D k-space -> hybrid space.
+
+    The kz axis (centre at ``nz // 2``) is first zero-padded or cropped to ``partitions``
+    planes around its centre, so the output holds ``partitions`` partitions at the spacing
+    ``FOV_z / partitions``; partition ``partitions // 2`` lies at the slab centre (the k-space
+    phase reference) and partition ``p`` at ``(p - partitions // 2)`` spacings along the slice
+    direction. Zero-padding is scaled by ``sqrt(partitions / nz)`` so that white noise on fully
+    sampled kz keeps its per-sample variance (prewhitened data stay whitened).
+
+    Args:
+        kspace: complex k-space with kz along ``dim``, e.g. ``(C, kz, ky, kx)``.
+        partitions: number of output partitions.
+        dim: the kz axis.
+
+    Returns:
+        The same shape with ``partitions`` along ``dim``, complex.
+    """
+    planes = kspace.shape[dim]
+    resized = crop_or_pad(kspace, partitions, dim=dim)
+    hybrid = _centred_ifft(resized, dim=dim)
+    return hybrid * (partitions / planes) ** 0.5 if partitions > planes else hybrid
 
 
 def _fourier_resample(image: Tensor, size: int, dim: int) -> Tensor:

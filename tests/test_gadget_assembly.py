@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import pytest
 import torch
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription, read_recon_data
 
-from gadgets.assembly import SliceAssembler, SliceData, assemble_slice, readout_line
+from gadgets.assembly import (
+    Partition,
+    SliceAssembler,
+    SliceData,
+    SliceDataError,
+    assemble,
+    assemble_slice,
+    readout_line,
+)
 from gadgets.buffers import slices_from_recon_data
 from gadgets.chains import load_chain
 from gadgets.demo_data import SyntheticScan, sampled_lines, write_synthetic_raw
@@ -300,8 +309,52 @@ def test_recon_data_lines_merge_reference_and_drop_navigators() -> None:
     ]
     kspace = assemble_slice(slice_data, encoding).kspace
     assert kspace.mask.any(dim=1).tolist() == [False, False, True, False, True, True, False, False]
-    with pytest.raises(ValueError, match="only 2D buffers"):
-        slices_from_recon_data(
-            ReconData([ReconBit(ReconBuffer(np.zeros((4, 4, 2, 1, 1, 1, 1)), None, None, None, None))]),
-            encoding,
-        )
+
+
+def _slab_buffer(value: float = 1.0) -> ReconBuffer:
+    """A 3D ReconBuffer ``[RO=16, E1=8, E2=2, CHA=2, 1, 1, 1]``: ky 2..5 at both kz, headers set."""
+    data = np.zeros((16, 8, 2, 2, 1, 1, 1), dtype=np.complex64)
+    headers = np.empty((8, 2, 1, 1, 1), dtype=object)
+    for e1, e2 in np.ndindex(8, 2):
+        header = ismrmrd.AcquisitionHeader()
+        if 2 <= e1 <= 5:
+            data[:, e1, e2] = value * (e2 + 1)
+            header.number_of_samples, header.active_channels = 16, 2
+            header.idx.kspace_encode_step_1, header.idx.kspace_encode_step_2 = e1, e2
+            header.idx.slice = 3
+        headers[e1, e2, 0, 0, 0] = header
+    return ReconBuffer(data, None, None, headers, SamplingDescription())
+
+
+def test_recon_data_3d_buffers_keep_their_partitions() -> None:
+    encoding = _encoding(readout=16, recon_x=16, rows=8, encoded_matrix=(16, 8, 2), kz_centre=1)
+    encoding = dataclasses.replace(
+        encoding, encoded_fov_mm=(32.0, 16.0, 10.0), recon_matrix=(16, 8, 2), recon_fov_mm=(32.0, 16.0, 10.0)
+    )
+    (slice_data,) = slices_from_recon_data(ReconData([ReconBit(_slab_buffer(), None)]), encoding)
+    assert slice_data.index == SliceIndex(slice=3)
+    assert sorted((line.ky, line.kz) for line in slice_data.lines) == [
+        (ky, kz) for ky in range(2, 6) for kz in (0, 1)
+    ]
+    first, second = assemble(slice_data, encoding)
+    assert (first.partition, second.partition) == (Partition(0, 2, -5.0, 5.0), Partition(1, 2, 0.0, 5.0))
+    # kz planes hold 1 and 2 (centre at plane 1): partition 0 = (2 - 1) / sqrt 2, 1 = (2 + 1) / sqrt 2.
+    centre = (slice(None), 4, 8)
+    assert torch.allclose(first.kspace.kspace[centre].real, torch.full((2,), 2**-0.5), atol=1e-5)
+    assert torch.allclose(second.kspace.kspace[centre].real, torch.full((2,), 3 * 2**-0.5), atol=1e-5)
+
+
+def test_recon_data_slice_of_zero_readouts_is_reported_and_an_empty_position_skipped() -> None:
+    encoding = _encoding(readout=16, recon_x=16, rows=8, encoded_matrix=(16, 8, 2), kz_centre=1)
+    (zeros,) = slices_from_recon_data(ReconData([ReconBit(_slab_buffer(0.0), None)]), encoding)
+    assert zeros.index == SliceIndex(slice=3) and zeros.lines == () and zeros.zero_readouts == 8
+    with pytest.raises(
+        SliceDataError, match=r"^slice 3 .* set 0: all 8 readout\(s\) hold only zeros \(no signal\)"
+    ):
+        assemble(zeros, encoding)
+    empty = _buffer({})  # a position BucketToBuffer sized but nothing was sent to
+    assert slices_from_recon_data(ReconData([ReconBit(empty, None)]), _encoding(rows=8)) == []
+    # The raw path says the same for a slice whose readouts are all zero.
+    (data,) = _collect(SliceAssembler(_encoding()), [_acquisition(_constant(0.0), ky=ky) for ky in (3, 4)])
+    with pytest.raises(SliceDataError, match=r"set 0: all 2 readout\(s\) hold only zeros"):
+        assemble(data, _encoding())

@@ -23,13 +23,11 @@ import pytest
 import torch
 
 from gadgets.assembly import SliceAssembler, assemble_slice
-from gadgets.chains import load_chain, override_properties
 from gadgets.demo_data import SyntheticScan, header_xml, write_synthetic_raw
-from gadgets.emulation import emulate_chain
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
 from gadgets.session import SessionError, SessionOutcome, run_session
-from gadgets.testing import generator_available, shepp_logan_raw
+from gadgets.testing import generator_available, read_raw, replay_acquisitions, shepp_logan_raw
 from recon_core.operators import FFT2Operator
 from recon_core.prior.io import default_weights_path
 
@@ -80,23 +78,11 @@ def replay(
     target: str | None = None,
 ) -> tuple[SessionOutcome, list[ismrmrd.Acquisition]]:
     """Send ``raw`` through ``chain``'s gadget over a socket, as Gadgetron would."""
-    spec = load_chain(chain)
     values: dict[str, str | None] = {"iterations": str(ITERATIONS), "device": "cpu", "prior": PRIOR}
     values.update(properties or {})
-    with ismrmrd.Dataset(str(raw), "dataset", create_if_needed=False) as dataset:
-        header = dataset.read_xml_header()
-        acquisitions = [dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())]
-    encoding = encoding_from_header(parse_header(header))
-    items = list(emulate_chain(iter(acquisitions), spec, encoding)) if spec.upstream else acquisitions
-    outcome = run_session(
-        module or spec.module,
-        target or spec.target,
-        override_properties(spec.configuration_xml, {k: v for k, v in values.items() if v is not None}),
-        bytes(header),
-        items,
-        mode=mode,
-        timeout=600.0,
-        env=CHILD_ENV,
+    header, acquisitions = read_raw(raw)
+    outcome = replay_acquisitions(
+        header, acquisitions, chain, mode, values, module=module, target=target, env=CHILD_ENV
     )
     return outcome, acquisitions
 

@@ -29,6 +29,8 @@ SHIPPED_PRIORS: dict[str, str] = {
 """Name -> file of every prior shipped in ``recon_core/prior/weights``."""
 DEFAULT_PRIOR = "shearlet"
 CONFIG_KEY = "pogmdm_config"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+"""File endings of pickled weights, named as such when refused."""
 
 
 def shipped_weights_path(name: str) -> Path:
@@ -70,8 +72,41 @@ def save_prior(model: PoGMDM, path: Path | str, record: dict[str, object] | None
     return path
 
 
+def check_safetensors(path: Path | str) -> None:
+    """Refuse anything but a safetensors file before a reader touches it.
+
+    Only safetensors weights are loaded, never pickles: ``torch.save`` / pickle files (``.pt``,
+    ``.pth``, ``.pkl``, ``.ckpt``) can run arbitrary code when unpickled. A safetensors file
+    starts with its header length (u64, little-endian) followed by a JSON header ``{...}``.
+
+    Raises:
+        ValueError: naming the file and what it is instead.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        start = handle.read(9)
+    if len(start) == 9 and start[8:9] == b"{":
+        header_length = int.from_bytes(start[:8], "little")
+        if 0 < header_length <= path.stat().st_size - 8:
+            return
+    if start[:1] == b"\x80" or start[:2] == b"PK" or path.suffix.lower() in PICKLE_SUFFIXES:
+        what = "a pickle (torch.save / pickle file)"
+    else:
+        what = "not a safetensors file"
+    raise ValueError(
+        f"{path}: {what}; only .safetensors PoGMDM weights are loaded, never pickles (unpickling can run "
+        "arbitrary code): save the weights with recon_core.prior.io.save_prior"
+    )
+
+
 def read_config(path: Path | str) -> PoGMDMConfig:
-    """The architecture stored in a weights file's metadata."""
+    """The architecture stored in a weights file's metadata.
+
+    Raises:
+        ValueError: for a file that is not safetensors (:func:`check_safetensors`) or carries no
+            PoGMDM architecture.
+    """
+    check_safetensors(path)
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if CONFIG_KEY not in metadata:
@@ -81,7 +116,12 @@ def read_config(path: Path | str) -> PoGMDMConfig:
 
 def load_prior(path: Path | str, device: torch.device | str = "cpu") -> PoGMDM:
     """Rebuild the prior stored at ``path`` (or shipped as ``path``, see :func:`resolve_weights`)
-    on ``device`` (float32, eval mode, no grad)."""
+    on ``device`` (float32, eval mode, no grad).
+
+    Raises:
+        FileNotFoundError: where no file is at ``path``.
+        ValueError: for a pickle or any other file that is not PoGMDM safetensors weights.
+    """
     path = resolve_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"no PoGMDM weights file at {path}")
