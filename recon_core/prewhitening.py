@@ -15,6 +15,11 @@ from torch import Tensor
 
 from recon_core.kspace import KSpaceSlice
 
+#: Smallest eigenvalue of a usable noise covariance relative to its largest. Below it the coils'
+#: noise is linearly dependent up to the covariance's complex64 rounding (a duplicated channel
+#: gives about 1e-7), and whitening would amplify noise along that direction without bound.
+MIN_RELATIVE_EIGENVALUE = 1e-5
+
 
 def noise_covariance(noise_samples: Tensor) -> Tensor:
     """Sample covariance of multi-coil noise.
@@ -61,7 +66,8 @@ def whitening_matrix(covariance: Tensor) -> Tensor:
 
     Raises:
         ValueError: if the covariance is not Hermitian positive definite, naming why: NaN or
-            Inf entries, coils of zero noise variance, or (otherwise) linearly dependent coils.
+            Inf entries, coils of zero noise variance, or (otherwise) linearly dependent coils
+            (smallest eigenvalue at most :data:`MIN_RELATIVE_EIGENVALUE` of the largest).
     """
     psi = covariance.to(torch.complex128)
     if not bool(torch.isfinite(torch.view_as_real(psi)).all()):
@@ -74,11 +80,13 @@ def whitening_matrix(covariance: Tensor) -> Tensor:
             f"noise covariance is not positive definite: coil(s) {_coils(silent)} have zero noise "
             "variance (all-zero noise samples)"
         )
+    eigenvalues = torch.linalg.eigvalsh(psi)
     factor, info = torch.linalg.cholesky_ex(psi)
-    if int(info) != 0:
+    if int(info) != 0 or float(eigenvalues[0]) <= MIN_RELATIVE_EIGENVALUE * float(eigenvalues[-1]):
         raise ValueError(
             "noise covariance is not positive definite: the coils' noise is linearly dependent "
-            f"(a duplicated or combined coil channel?): Cholesky failed at column {int(info)}"
+            f"(a duplicated or combined coil channel?): smallest / largest eigenvalue "
+            f"{float(eigenvalues[0]) / float(eigenvalues[-1]):.1e}"
         )
     identity = torch.eye(psi.shape[0], dtype=psi.dtype, device=psi.device)
     inverse = torch.linalg.solve_triangular(factor, identity, upper=False)

@@ -50,3 +50,26 @@ def test_bad_covariance_is_named() -> None:
         whitening_matrix(singular)
     with pytest.raises(ValueError, match="at least as many noise samples"):
         noise_covariance(torch.zeros(4, 2, dtype=torch.complex64))
+
+
+def test_a_broken_noise_scan_says_what_is_wrong() -> None:
+    noise, _ = _correlated_noise(4, 1000, torch.device("cpu"))
+    not_finite = noise.clone()
+    not_finite[1, 10] = complex(float("nan"), 0.0)
+    not_finite[3, 0] = complex(0.0, float("inf"))
+    with pytest.raises(ValueError, match=r"non-finite samples \(NaN or Inf\) in coil\(s\) \[1, 3\]"):
+        noise_covariance(not_finite)
+    with pytest.raises(ValueError, match="the noise scan is all zero: no receiver noise was recorded"):
+        noise_covariance(torch.zeros_like(noise))
+    dead = noise.clone()
+    dead[2] = 0
+    with pytest.raises(ValueError, match=r"coil\(s\) \[2\] recorded only zeros in the noise scan"):
+        noise_covariance(dead)
+    nan_covariance = noise_covariance(noise)
+    nan_covariance[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="the noise covariance holds NaN or Inf"):
+        whitening_matrix(nan_covariance)
+    duplicated = noise.clone()
+    duplicated[3] = duplicated[0]
+    with pytest.raises(ValueError, match=r"linearly dependent \(a duplicated or combined coil channel\?\)"):
+        whitening_matrix(noise_covariance(duplicated))
