@@ -67,7 +67,8 @@ Reconstruct = Callable[..., ReconOutput]
 
 
 class ReconstructionError(RuntimeError):
-    """One or more slices of the stream could not be reconstructed (details were sent as ERROR)."""
+    """Slices of the stream could not be reconstructed or readouts were not used (each was sent as
+    an ERROR)."""
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class _Session:
 
     def finish(self) -> None:
         if self.failures:
-            summary = f"{len(self.failures)} reconstruction(s) failed, {self.done} succeeded: " + "; ".join(
+            summary = f"{len(self.failures)} error(s), {self.done} reconstruction(s) succeeded: " + "; ".join(
                 self.failures
             )
             log.error("pogmdm: %s", summary)

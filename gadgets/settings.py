@@ -40,8 +40,9 @@ GADGET_PROPERTIES: dict[str, str] = {
     "output_variance": "also send the posterior std map as its own series (needs method posterior)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "std_series": "image_series_index of the std maps (default 2)",
-    "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors) "
-    "or MODULE:NAME of a prior class; default: the shipped shearlet prior",
+    "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors; "
+    "pickles are refused) or MODULE:NAME of a prior class or factory (it must give a prior, never None); "
+    "default: the shipped shearlet prior",
 }
 
 

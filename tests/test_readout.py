@@ -11,6 +11,7 @@ from recon_core.readout import (
     display_window,
     fit_to_recon_grid,
     imaging_noise_scale,
+    kz_to_partitions,
     place_lines,
     readout_support,
     remove_readout_oversampling,
@@ -124,3 +125,17 @@ def test_imaging_noise_scale_follows_dwell_time_and_bandwidth() -> None:
     assert imaging_noise_scale(5.0, 5.0, 0.8, oversampling_removed=True) == pytest.approx(1.25)
     assert imaging_noise_scale(5.0, 5.0, 0.8, oversampling_removed=False) == pytest.approx(1.0)
     assert imaging_noise_scale(0.0, 5.0) == 1.0
+
+
+def test_kz_to_partitions_is_the_inverse_fft_along_kz_and_keeps_white_noise() -> None:
+    generator = torch.Generator().manual_seed(2)
+    volume = random_complex((3, 4, 5, 6), generator, "cpu")  # (C, z, y, x)
+    kspace = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(volume, dim=1), dim=1, norm="ortho"), dim=1)
+    assert torch.allclose(kz_to_partitions(kspace, 4, dim=1), volume, atol=1e-5)
+    # Twice the partitions (half the thickness): every other one is an encoded partition.
+    assert torch.allclose(kz_to_partitions(kspace, 8, dim=1)[:, ::2], volume, atol=1e-5)
+    noise = random_complex((64, 16, 128), generator, "cpu") / 2**0.5
+    for partitions in (16, 32, 12):
+        hybrid = kz_to_partitions(noise, partitions, dim=1)
+        assert hybrid.shape == (64, partitions, 128)
+        assert abs(float(hybrid.abs().pow(2).mean()) - 1.0) < 0.03
