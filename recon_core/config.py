@@ -17,6 +17,7 @@ import yaml
 Method = Literal["posterior", "map"]
 Initialisation = Literal["zero_filled", "noise", "map"]
 ImageModel = Literal["complex", "magnitude"]
+CoilStart = Literal["auto", "espirit", "lowpass"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,13 @@ class ReconConfig:
             (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
             usual ``step_size * sigma_k^2`` (the spec's ``eps * sigma_k^2 / sigma_min^2``).
         map_iterations: iterations of the MAP mode (one image and one coil step each).
-        map_sigma: prior noise level of the MAP regulariser at the end of the continuation
-            (0.005: measured +2-8 dB over 0.02 on the Berkeley brain, whose noise is 0.0006).
+        map_sigma: prior noise level of the MAP regulariser at the end of the continuation;
+            0 (the default) ties it to the data's noise: ``map_sigma_noise_factor * sigma_n``
+            (see :func:`recon_core.reconstruction.final_map_sigma`). A fixed 0.005 smoothed
+            the high-SNR Berkeley brain (sigma_n 0.00064): the noise-tied 0.001 measured
+            +1 dB on 1D random R=4 and +6 dB on equispaced R=4 + 24 ACS.
+        map_sigma_noise_factor: the noise-tied final level in units of ``sigma_n`` (the std of
+            one real k-space noise component on the normalised scale).
         map_sigma_start: first prior noise level of the MAP continuation; ``sigma`` falls
             geometrically to ``map_sigma`` over the first half of the iterations.
         coil_smoothness: mu of the coil smoothness prior ``(mu/2) <c, L^p c>``, relative
@@ -63,6 +69,11 @@ class ReconConfig:
             iterations on the Berkeley brain, 1D random R=4; see :func:`solve_map`).
         coil_update_interval: the sampler updates the coils every this many Langevin steps
             (coils converge early; larger values save forward-model evaluations).
+        coil_start: ``"auto"``: ESPIRiT maps (:mod:`recon_core.espirit`) where the data carry a
+            fully sampled calibration block of at least ``espirit_kernel + 2`` samples a side,
+            else the calibration-free low-pass start; ``"espirit"`` (error without a block) or
+            ``"lowpass"`` force one. The coils are refined jointly either way.
+        espirit_kernel: ESPIRiT k-space kernel width.
         coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
             smoothness prox with its half-power frequency at this fraction of the k-space
             half-width; needs no calibration region.
@@ -97,7 +108,8 @@ class ReconConfig:
     sigma_min: float = 0.004
     step_size: float = 1.0
     map_iterations: int = 100
-    map_sigma: float = 0.005
+    map_sigma: float = 0.0
+    map_sigma_noise_factor: float = 1.5
     map_sigma_start: float = 0.1
     coil_smoothness: float = 10.0
     coil_smoothness_order: int = 2
@@ -111,6 +123,8 @@ class ReconConfig:
     initialisation: Initialisation = "map"
     seed: int = 0
     image_model: ImageModel = "complex"
+    coil_start: CoilStart = "auto"
+    espirit_kernel: int = 6
 
     def __post_init__(self) -> None:
         if self.method not in ("posterior", "map"):
@@ -136,12 +150,14 @@ class ReconConfig:
             "sigma_min",
             "step_size",
             "data_weight_scale",
-            "map_sigma",
             "map_sigma_start",
+            "map_sigma_noise_factor",
         ):
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.coil_smoothness < 0.0:
+        if not self.map_sigma >= 0.0:
+            raise ValueError(f"map_sigma must be >= 0 (0: tied to the noise), got {self.map_sigma!r}")
+        if not self.coil_smoothness >= 0.0:
             raise ValueError(f"coil_smoothness must be >= 0, got {self.coil_smoothness!r}")
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")

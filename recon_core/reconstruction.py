@@ -35,6 +35,7 @@ from recon_core.complex_prior import ComplexPartsPrior
 from recon_core.config import ReconConfig
 from recon_core.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.device import resolve_device
+from recon_core.espirit import CalibrationRegion, calibration_region, espirit_maps
 from recon_core.joint_steps import project_image
 from recon_core.kspace import KSpaceSlice
 from recon_core.map_solver import solve_map
@@ -45,6 +46,10 @@ from recon_core.prior.base import DiffusionImagePrior
 from recon_core.sampler import geometric_sigmas, sample_posterior, unit_noise
 
 Progress = Callable[[int, int], None]
+
+# Floor of the noise-tied final MAP level (normalised units): below it the shipped prior's
+# potentials no longer change (their component width sigma_0 dominates).
+MIN_FINAL_SIGMA = 2e-4
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,47 @@ def initial_coils(zero_filled_coil_images: Tensor, cutoff: float, order: int = 1
     return normalise_coil_scale(smoothness_prox(zero_filled_coil_images, weight, order))
 
 
+def _start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig) -> tuple[Tensor, str]:
+    """The coil start ``(C, H, W)`` and its name: ESPIRiT where a calibration block exists
+    (``coil_start`` ``auto`` or ``espirit``), else the low-passed zero-filled coil images."""
+    region = calibration_region(data.mask) if config.coil_start != "lowpass" else None
+    if region is not None and min(region.shape) >= config.espirit_kernel + 2:
+        kspace = data.kspace.to(torch.complex64)
+        maps = espirit_maps(kspace, region, 1, config.espirit_kernel).maps[0]
+        return normalise_coil_scale(maps * _low_resolution_phase(maps, kspace, region, config)), "espirit"
+    if config.coil_start == "espirit":
+        raise ValueError("coil_start 'espirit' needs a fully sampled calibration block at the k-space centre")
+    return initial_coils(zero_filled, config.coil_init_cutoff, config.coil_smoothness_order), "lowpass"
+
+
+def _low_resolution_phase(
+    maps: Tensor, kspace: Tensor, region: CalibrationRegion, config: ReconConfig
+) -> Tensor:
+    """``(H, W)`` unit phase of the low-resolution image seen through ``maps`` ``(C, H, W)``.
+
+    The calibration block alone, low-passed as the calibration-free start is, combined with
+    the maps. Multiplying the maps by it moves the smooth object phase into the coils, as the
+    calibration-free start does: the complex image then stays nearly real, which the prior
+    (trained on magnitude images) favours. Measured on the Berkeley brain, 1D random R=4:
+    30.5 dB without it, 33.5 dB with it (MAP, final level 0.001).
+    """
+    block = torch.zeros_like(kspace)
+    rows, cols = slice(region.ky_start, region.ky_stop), slice(region.kx_start, region.kx_stop)
+    block[:, rows, cols] = kspace[:, rows, cols]
+    low = initial_coils(FFT2Operator().adjoint(block), config.coil_init_cutoff, config.coil_smoothness_order)
+    combined = (maps.conj() * low).sum(dim=-3)
+    return combined / combined.abs().clamp_min(1e-12)
+
+
+def final_map_sigma(config: ReconConfig, sigma_n: float) -> float:
+    """The MAP regulariser's last prior level: ``map_sigma`` if set (> 0), else tied to the
+    data's noise, ``map_sigma_noise_factor * sigma_n`` (normalised units), kept within
+    ``[MIN_FINAL_SIGMA, map_sigma_start]``."""
+    if config.map_sigma > 0.0:
+        return config.map_sigma
+    return min(max(config.map_sigma_noise_factor * sigma_n, MIN_FINAL_SIGMA), config.map_sigma_start)
+
+
 def _load_prior(device: torch.device) -> DiffusionImagePrior:
     """The shipped PoGMDM in its fast inference view (tabulated ``psi'``)."""
     from recon_core.prior import load_default_prior
@@ -127,8 +173,9 @@ def _map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], lis
     """MAP prior noise levels (geometric from ``map_sigma_start`` to ``map_sigma`` over the
     first half of the iterations, then constant) and the data weight of each iteration."""
     half = max(1, config.map_iterations // 2)
-    sigmas = geometric_sigmas(config.map_sigma_start, config.map_sigma, half) if half > 1 else []
-    sigmas = sigmas + [config.map_sigma] * (config.map_iterations - len(sigmas))
+    final = final_map_sigma(config, sigma_n)
+    sigmas = geometric_sigmas(config.map_sigma_start, final, half) if half > 1 else []
+    sigmas = sigmas + [final] * (config.map_iterations - len(sigmas))
     return sigmas, _data_weights(config, sigma_n, sigmas)
 
 
@@ -176,7 +223,7 @@ def reconstruct(
     data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask)
     sigma_n = noise_std / scale
 
-    coils = initial_coils(zero_filled / scale, config.coil_init_cutoff, config.coil_smoothness_order)
+    coils, coil_start = _start_coils(zero_filled / scale, data, config)
     combined = (normalised_coils(coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
     if config.image_model == "complex":
         prior = ComplexPartsPrior(prior)
@@ -264,6 +311,7 @@ def reconstruct(
         "num_chains": batch,
         "seed": config.seed,
         "image_model": config.image_model,
+        "coil_start": coil_start,
         "acceleration": data.acceleration,
         "timings_s": {"setup": setup_time, "solve": solve_time, "total": time.perf_counter() - start},
     }
