@@ -4,7 +4,7 @@ The synthetic slab has 4 partitions, each a different 2D pattern (the phantom tu
 quarter turn per partition), ky undersampled by 2 with 8 calibration lines. The gadget used to
 average every partition's lines into one 2D image (relative error 0.72 against the partitions);
 now every partition must match its own ground truth (relative error below 0.12; measured
-0.055-0.066) and differ from every other partition's (above 0.5; measured 0.54-0.94), which no
+0.052-0.066) and differ from every other partition's (above 0.5; measured 0.54-0.94), which no
 single averaged image can do. 3D readouts under a 2D header are refused before any compute.
 """
 
