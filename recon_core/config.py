@@ -37,14 +37,14 @@ class ReconConfig:
             8 chains give a std map whose relative error is about 1 / sqrt(2 (B - 1)) = 27 %.
         num_noise_levels: L, geometric noise levels from ``sigma_max`` to ``sigma_min``.
         steps_per_level: T, Langevin steps per noise level.
-        sigma_max: the largest diffusion noise level. 0.015 from the MAP start: the chains
-            explore the posterior around the MAP estimate. (From a zero-filled or noise start
-            use 0.4, the top of the prior's training range, and about 200 steps; measured on
-            the Berkeley brain, 1D random R=4: 27.3 dB that way against 32.5 dB from the MAP
-            start with 20-40 steps; starting the MAP-initialised chains at 0.05 lost 2 dB,
-            because the weak data weight at large sigma lets them blur.)
-        sigma_min: the last noise level: 0.004, just below the MAP regulariser's 0.005 (the
-            prior at small sigma no longer blurs).
+        sigma_max: the largest diffusion noise level of the chains; 0 (the default) ties it to
+            the MAP start: twice the final MAP level (:func:`final_map_sigma`). Measured on
+            the Berkeley brain, 1D random R=4 (balanced): 33.9 dB tied against 33.4 dB with
+            the former fixed 0.01 -> 0.005. From a zero-filled or noise start set it (and
+            ``sigma_min``) explicitly: 0.4, the top of the prior's training range, and about
+            200 steps (27.3 dB that way against 32.5 dB from the MAP start in the first
+            measurement).
+        sigma_min: the last noise level of the chains; 0 (the default): the final MAP level.
         step_size: Langevin step ``alpha_k = step_size / (1 / sigma_k^2 + lambda_k)``, a fraction
             of the inverse curvature of prior (about ``1 / sigma_k^2``) plus data term
             (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
@@ -74,6 +74,9 @@ class ReconConfig:
             else the calibration-free low-pass start; ``"espirit"`` (error without a block) or
             ``"lowpass"`` force one. The coils are refined jointly either way.
         espirit_kernel: ESPIRiT k-space kernel width.
+        map_sets: coil-map sets of the image model: 0 (auto: 2 where ESPIRiT's second
+            eigenvalue shows an object wider than the field of view, see
+            :mod:`recon_core.map_sets`), 1, or 2 (soft SENSE; needs a calibration block).
         coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
             smoothness prox with its half-power frequency at this fraction of the k-space
             half-width; needs no calibration region.
@@ -104,8 +107,8 @@ class ReconConfig:
     num_chains: int = 8
     num_noise_levels: int = 10
     steps_per_level: int = 4
-    sigma_max: float = 0.015
-    sigma_min: float = 0.004
+    sigma_max: float = 0.0
+    sigma_min: float = 0.0
     step_size: float = 1.0
     map_iterations: int = 100
     map_sigma: float = 0.0
@@ -125,6 +128,7 @@ class ReconConfig:
     image_model: ImageModel = "complex"
     coil_start: CoilStart = "auto"
     espirit_kernel: int = 6
+    map_sets: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("posterior", "map"):
@@ -146,8 +150,6 @@ class ReconConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in (
-            "sigma_max",
-            "sigma_min",
             "step_size",
             "data_weight_scale",
             "map_sigma_start",
@@ -159,8 +161,23 @@ class ReconConfig:
             raise ValueError(f"map_sigma must be >= 0 (0: tied to the noise), got {self.map_sigma!r}")
         if not self.coil_smoothness >= 0.0:
             raise ValueError(f"coil_smoothness must be >= 0, got {self.coil_smoothness!r}")
-        if self.sigma_min >= self.sigma_max:
+        if self.map_sets not in (0, 1, 2):
+            raise ValueError(f"map_sets must be 0 (auto), 1 or 2, got {self.map_sets!r}")
+        if not (self.sigma_max >= 0.0 and self.sigma_min >= 0.0):
+            raise ValueError(
+                f"sigma_max and sigma_min must be >= 0, got {self.sigma_max!r}, {self.sigma_min!r}"
+            )
+        if (self.sigma_max == 0.0) != (self.sigma_min == 0.0):
+            raise ValueError(
+                "sigma_max and sigma_min must both be set (> 0) or both be 0 (tied to the MAP level)"
+            )
+        if self.sigma_max > 0.0 and self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        if self.sigma_max == 0.0 and self.initialisation != "map":
+            raise ValueError(
+                f"initialisation {self.initialisation!r} needs explicit sigma_max and sigma_min "
+                "(0 ties them to the MAP level, which only the 'map' start has)"
+            )
         if self.map_sigma > self.map_sigma_start:
             raise ValueError(
                 f"map_sigma ({self.map_sigma}) must not exceed map_sigma_start ({self.map_sigma_start})"

@@ -84,14 +84,21 @@ class JointDataTerm:
     "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;
     only :meth:`residual` / :meth:`value` / the gradients consume them.
 
+    Two or more coil-map sets (soft SENSE, for objects wider than the field of view): with
+    ``extra_maps`` ``(S - 1, C, H, W)`` fixed RSS-weighted maps, the image is ``(B, S, H, W)``
+    and the model ``y = M F( u_1 s + sum_m u_m t_m )``: set 1 (``s = c / R``) is the jointly
+    estimated one, sets ``m >= 2`` (``t_m``, ESPIRiT's further eigenvectors) stay fixed.
+
     Attributes:
         kspace: ``(C, H, W)`` complex64 measured data ``y`` on the normalised scale, zeros
             where not acquired.
         mask: ``(H, W)`` bool sampling mask ``M``.
+        extra_maps: ``(S - 1, C, H, W)`` complex64 fixed further map sets, or ``None``.
     """
 
     kspace: Tensor
     mask: Tensor
+    extra_maps: Tensor | None = None
     _image_phase: Tensor = field(init=False, repr=False)
     _kspace_unshifted: Tensor = field(init=False, repr=False)
     _mask_float: Tensor = field(init=False, repr=False)
@@ -118,7 +125,11 @@ class JointDataTerm:
 
     def residual(self, image: Tensor, coils: Tensor) -> Tensor:
         """``r' = conj(phi) (M F(u s_c) - y_c)``: ``(B, C, H, W)`` complex (norm of the residual)."""
-        modulated = normalised_coils(coils) * (image.unsqueeze(-3) * self._image_phase)
+        if self.extra_maps is None:
+            combined = normalised_coils(coils) * image.unsqueeze(-3)
+        else:
+            combined = normalised_coils(coils) * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
+        modulated = combined * self._image_phase
         return torch.fft.fft2(modulated, norm="ortho") * self._mask_float - self._kspace_unshifted
 
     def value(
@@ -138,9 +149,11 @@ class JointDataTerm:
     ) -> Tensor:
         """``grad_u D``: ``(B, H, W)``, real for a real image, complex for a complex one."""
         residual = self.residual(image, coils) if residual is None else residual
-        back = torch.fft.ifft2(residual * self._mask_float, norm="ortho")
-        modulated_coils = normalised_coils(coils) * self._image_phase
-        combined = (modulated_coils.conj() * back).sum(dim=-3)
+        back = self.back_projection(residual)
+        combined = (normalised_coils(coils).conj() * back).sum(dim=-3)
+        if self.extra_maps is not None:
+            others = (self.extra_maps.conj() * back.unsqueeze(1)).sum(dim=-3)
+            combined = torch.cat((combined.unsqueeze(1), others), dim=1)
         if not image.is_complex():
             combined = combined.real
         return _batch_weight(weight, combined) * combined
@@ -152,7 +165,8 @@ class JointDataTerm:
         residual = self.residual(image, coils) if residual is None else residual
         back = self.back_projection(residual)
         rss = coil_rss(coils).unsqueeze(-3)
-        weighted = (image.conj() if image.is_complex() else image).unsqueeze(-3) * back
+        first = image if self.extra_maps is None else image[:, 0]
+        weighted = (first.conj() if first.is_complex() else first).unsqueeze(-3) * back
         projection = (coils.conj() * weighted).sum(dim=-3, keepdim=True).real
         grad = weighted / rss - coils * projection / rss**3
         return _batch_weight(weight, grad) * grad

@@ -38,6 +38,7 @@ from recon_core.device import resolve_device
 from recon_core.espirit import CalibrationRegion, calibration_region, espirit_maps
 from recon_core.joint_steps import project_image
 from recon_core.kspace import KSpaceSlice
+from recon_core.map_sets import MapSetPrior, needs_second_set, second_set_fraction, second_set_maps
 from recon_core.map_solver import solve_map
 from recon_core.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_std
 from recon_core.operators import FFT2Operator
@@ -110,17 +111,38 @@ def initial_coils(zero_filled_coil_images: Tensor, cutoff: float, order: int = 1
     return normalise_coil_scale(smoothness_prox(zero_filled_coil_images, weight, order))
 
 
-def _start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig) -> tuple[Tensor, str]:
-    """The coil start ``(C, H, W)`` and its name: ESPIRiT where a calibration block exists
-    (``coil_start`` ``auto`` or ``espirit``), else the low-passed zero-filled coil images."""
+@dataclass(frozen=True)
+class CoilStart:
+    """The coil start: ``coils`` ``(C, H, W)`` (jointly refined), ``extra_maps``
+    ``(S - 1, C, H, W)`` fixed further map sets or ``None``, and ``name`` for the info."""
+
+    coils: Tensor
+    extra_maps: Tensor | None
+    name: str
+    second_set_fraction: float | None = None
+
+
+def start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig) -> CoilStart:
+    """ESPIRiT where a calibration block exists (``coil_start`` ``auto`` or ``espirit``), else
+    the low-passed zero-filled coil images; a second, fixed map set where ``map_sets`` is 2, or
+    is 0 (auto) and ESPIRiT's eigenvalues show an object wider than the field of view."""
     region = calibration_region(data.mask) if config.coil_start != "lowpass" else None
     if region is not None and min(region.shape) >= config.espirit_kernel + 2:
         kspace = data.kspace.to(torch.complex64)
-        maps = espirit_maps(kspace, region, 1, config.espirit_kernel).maps[0]
-        return normalise_coil_scale(maps * _low_resolution_phase(maps, kspace, region, config)), "espirit"
-    if config.coil_start == "espirit":
-        raise ValueError("coil_start 'espirit' needs a fully sampled calibration block at the k-space centre")
-    return initial_coils(zero_filled, config.coil_init_cutoff, config.coil_smoothness_order), "lowpass"
+        espirit = espirit_maps(kspace, region, 2, config.espirit_kernel)
+        phase = _low_resolution_phase(espirit.maps[0], kspace, region, config)
+        coils = normalise_coil_scale(espirit.maps[0] * phase)
+        fraction = second_set_fraction(espirit.eigenvalues)
+        two = config.map_sets == 2 or (config.map_sets == 0 and needs_second_set(espirit.eigenvalues))
+        extra = second_set_maps(espirit.maps * phase, espirit.eigenvalues) if two else None
+        return CoilStart(coils, extra, "espirit", fraction)
+    if config.coil_start == "espirit" or config.map_sets == 2:
+        raise ValueError(
+            f"coil_start {config.coil_start!r} with map_sets {config.map_sets} needs a fully sampled "
+            f"calibration block of at least {config.espirit_kernel + 2} samples a side at the k-space centre"
+        )
+    coils = initial_coils(zero_filled, config.coil_init_cutoff, config.coil_smoothness_order)
+    return CoilStart(coils, None, "lowpass")
 
 
 def _low_resolution_phase(
@@ -149,6 +171,23 @@ def final_map_sigma(config: ReconConfig, sigma_n: float) -> float:
     if config.map_sigma > 0.0:
         return config.map_sigma
     return min(max(config.map_sigma_noise_factor * sigma_n, MIN_FINAL_SIGMA), config.map_sigma_start)
+
+
+def _chain_levels(config: ReconConfig, sigma_n: float) -> tuple[float, float]:
+    """``(sigma_max, sigma_min)`` of the posterior chains: as set, or (0, 0) tied to the final
+    MAP level ``m``: ``(2 m, m)``."""
+    if config.sigma_max > 0.0:
+        return config.sigma_max, config.sigma_min
+    level = final_map_sigma(config, sigma_n)
+    return 2.0 * level, level
+
+
+def _combine_sets(images: Tensor, extra_maps: Tensor | None) -> Tensor:
+    """Magnitude ``(B, H, W)`` of ``(B, H, W)`` images, or the root sum of squares over the map
+    sets of ``(B, S, H, W)`` images (soft SENSE)."""
+    if extra_maps is None:
+        return images.abs()
+    return images.abs().square().sum(dim=1).sqrt()
 
 
 def _load_prior(device: torch.device) -> DiffusionImagePrior:
@@ -220,15 +259,19 @@ def reconstruct(
     kspace_data = data.kspace.to(torch.complex64)
     zero_filled = FFT2Operator().adjoint(kspace_data)
     scale = scale_factor(zero_filled, config.scale_region)
-    data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask)
     sigma_n = noise_std / scale
-
-    coils, coil_start = _start_coils(zero_filled / scale, data, config)
+    coil_start = start_coils(zero_filled / scale, data, config)
+    coils, extra_maps = coil_start.coils, coil_start.extra_maps
+    data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask, extra_maps=extra_maps)
     combined = (normalised_coils(coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
     if config.image_model == "complex":
         prior = ComplexPartsPrior(prior)
     else:
         combined = combined.abs()
+    if extra_maps is not None:
+        # One image per map set: (S, H, W); the further sets start at zero.
+        combined = torch.cat((combined[None], torch.zeros_like(combined).expand(extra_maps.shape[0], -1, -1)))
+        prior = MapSetPrior(prior)
     batch = 1 if config.method == "map" else config.num_chains
     coils = coils.unsqueeze(0).repeat(batch, 1, 1, 1)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -252,10 +295,10 @@ def reconstruct(
 
     if config.method == "map":
         map_image, final_coils, sigmas, weights = run_map(progress)
-        image_normalised, std_normalised = map_image[0].abs(), None
+        image_normalised, std_normalised = _combine_sets(map_image, extra_maps)[0], None
         iterations = config.map_iterations
     else:
-        sigmas = geometric_sigmas(config.sigma_max, config.sigma_min, config.num_noise_levels)
+        sigmas = geometric_sigmas(*_chain_levels(config, sigma_n), config.num_noise_levels)
         weights = _data_weights(config, sigma_n, sigmas)
         sampler_progress = progress
         if config.initialisation == "map":
@@ -269,7 +312,7 @@ def reconstruct(
         else:
             start_image = torch.zeros_like(combined)[None]
         noise = unit_noise(start_image.expand(batch, -1, -1), generator)
-        image = project_image(start_image + config.sigma_max * noise)
+        image = project_image(start_image + sigmas[0] * noise)
         samples = sample_posterior(
             data_term,
             prior,
@@ -289,7 +332,7 @@ def reconstruct(
         )
         # The magnitude is invariant to how each chain splits a smooth phase between image and
         # coils; mean and std are taken over the chains' magnitudes.
-        magnitudes = samples.samples.abs()
+        magnitudes = _combine_sets(samples.samples, extra_maps)
         image_normalised = magnitudes.mean(dim=0)
         std_normalised = magnitudes.std(dim=0, unbiased=True)
         final_coils, iterations = samples.coils, samples.steps
@@ -311,7 +354,9 @@ def reconstruct(
         "num_chains": batch,
         "seed": config.seed,
         "image_model": config.image_model,
-        "coil_start": coil_start,
+        "coil_start": coil_start.name,
+        "map_sets": 1 if extra_maps is None else 1 + extra_maps.shape[0],
+        "second_set_fraction": coil_start.second_set_fraction,
         "acceleration": data.acceleration,
         "timings_s": {"setup": setup_time, "solve": solve_time, "total": time.perf_counter() - start},
     }
