@@ -8,7 +8,9 @@ Not a test (nothing here runs under pytest). Run from the repository root::
 Data: the fully sampled Berkeley 8-coil brain (``../shared/data/berkeley_brain8ch``),
 retrospectively undersampled with (a) 1D random R=4, 8 % centre; (b) 1D random R=8, 4 %
 centre; (c) equispaced R=4 + 24 calibration lines; (d) 2D variable-density Poisson disc R=8
-(no calibration square; its dense centre is what ESPIRiT calibrates from).
+(no calibration square; its dense centre is what ESPIRiT calibrates from); (e) equispaced R=3 +
+16 calibration lines; (f) equispaced R=2 + 24 calibration lines with partial Fourier 6/8 (no
+samples in the first quarter of ky).
 
 Methods: zero-filled RSS; BART ``ecalib`` + ``pics -l1`` (l1-wavelet, regularisation weight
 tuned over a grid against the reference, best kept: an oracle advantage for the peer); BART
@@ -44,7 +46,12 @@ from peers import bart_nlinv, bart_pics_l1, espirit_maps, sigpy_l1_wavelet  # no
 from recon_core.config import ReconConfig, load_preset  # noqa: E402
 from recon_core.kspace import KSpaceSlice  # noqa: E402
 from recon_core.reconstruction import reconstruct  # noqa: E402
-from recon_core.sampling import equispaced_lines_mask, poisson_disc_mask, random_lines_mask  # noqa: E402
+from recon_core.sampling import (  # noqa: E402
+    equispaced_lines_mask,
+    partial_fourier_mask,
+    poisson_disc_mask,
+    random_lines_mask,
+)
 
 DATA = REPO.parent / "shared" / "data" / "berkeley_brain8ch" / "kspace_full.cfl"
 FIGURE = REPO / "docs" / "figures" / "quality.png"
@@ -54,6 +61,11 @@ MASKS: dict[str, tuple[str, Callable[[tuple[int, int]], torch.Tensor]]] = {
     "b": ("1D random R=8, 4% centre", lambda shape: random_lines_mask(shape, 8.0, 0.04, seed=0)),
     "c": ("equispaced R=4 + 24 ACS", lambda shape: equispaced_lines_mask(shape, 4, 24)),
     "d": ("2D Poisson disc R=8", lambda shape: poisson_disc_mask(shape, 8.0, seed=0)),
+    "e": ("equispaced R=3 + 16 ACS", lambda shape: equispaced_lines_mask(shape, 3, 16)),
+    "f": (
+        "equispaced R=2 + 24 ACS, partial Fourier 6/8",
+        lambda shape: partial_fourier_mask(equispaced_lines_mask(shape, 2, 24), 0.75),
+    ),
 }
 METHODS = ("zero_filled", "pics", "nlinv", "sigpy", "pogmdm_map", "pogmdm_posterior")
 LABELS = {
@@ -197,12 +209,14 @@ def run_mask(
             if method == "pogmdm_map":
                 config = dataclasses.replace(config, method="map")
             image, std, seconds, info = run_pogmdm(kspace, mask, config, args.prior)
-            outcome = Outcome(image, seconds, score(image, reference, support), setting=preset, std=std)
+            setting = f"{preset}; coils {info['coil_start']}; {info['map_sets']} map set(s)"
+            outcome = Outcome(image, seconds, score(image, reference, support), setting=setting, std=std)
             if std is not None:
                 outcome.rank_correlation = std_error_rank_correlation(image, std, reference, support)
             print(
                 f"    PSNR {outcome.scores.psnr:.2f}  sigma_n {info['noise_std_normalised']:.4g}  "
-                f"scale {info['scale_factor']:.4g}  {seconds:.1f} s",
+                f"scale {info['scale_factor']:.4g}  coils {info['coil_start']}  "
+                f"map sets {info['map_sets']}  {seconds:.1f} s",
                 flush=True,
             )
             outcomes[method] = outcome
@@ -277,7 +291,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DATA, help="fully sampled cfl file (kx, ky, coils)")
-    parser.add_argument("--masks", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    parser.add_argument(
+        "--masks", default=",".join(MASKS), help=f"comma-separated subset of {','.join(MASKS)}"
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--map-preset", default="fast")
     parser.add_argument("--posterior-preset", default="balanced")
