@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import importlib.util
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -39,6 +41,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,6 +56,7 @@ from gadgets.demo_data import demo_raw_file
 from gadgets.emulation import EmulationError, check_chain, emulate_chain, readout_label
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.output import default_group, write_client_layout, write_previews
+from gadgets.peers import PROJECT_ROOT, load_target
 from gadgets.session import InputError, SessionError, SessionOutcome, StopRequest, run_session
 from gadgets.settings import GadgetSettings, properties_from_xml, settings_from_properties
 
@@ -151,7 +155,9 @@ def _final(text: str) -> None:
     print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
 
 
-class _Interrupted(Exception):  # noqa: N818 (not an error: a signal)
+class _Interrupted(BaseException):
+    """A signal before the session (like KeyboardInterrupt: no ``except Exception`` swallows it)."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
@@ -247,6 +253,7 @@ def plan_replay(args: argparse.Namespace) -> ReplayPlan:
     if chain.connect_port is not None:
         raise ValueError(f"chain {chain.path} uses <connect>; pogmdm-recon needs an <execute> node")
     check_chain(chain)
+    _check_gadget_module(chain, args.connect)
     overrides = dict(_key_value(item) for item in args.set)
     if args.preset:
         overrides["preset"] = args.preset
@@ -273,6 +280,29 @@ def plan_replay(args: argparse.Namespace) -> ReplayPlan:
         settings.preset,
     )
     return ReplayPlan(raw, chain, configuration_xml, settings, header_xml, encoding, len(keys), keys)
+
+
+def _check_gadget_module(chain: ChainSpec, in_thread: bool) -> None:
+    """The chain's Python gadget must be importable where it will run.
+
+    ``--connect`` loads it here; for a child process only its top-level package is looked up
+    (on the child's path: this project, ``PYTHONPATH``, the working folder, this interpreter's).
+    """
+    where = f"chain {chain.path}: the gadget {chain.module}.{chain.target}"
+    if in_thread:
+        try:
+            load_target(chain.module, chain.target)
+        except (ImportError, AttributeError, TypeError) as error:
+            raise ValueError(f"{where} cannot be loaded: {type(error).__name__}: {error}") from None
+        return
+    top = chain.module.partition(".")[0]
+    paths = [str(PROJECT_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep), os.getcwd(), *sys.path]
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found and PathFinder.find_spec(top, [p for p in paths if p]) is None:
+        raise ValueError(f"{where} cannot be started: no module named {top!r} on the gadget's Python path")
 
 
 def _check_device(settings: GadgetSettings, source: str) -> None:

@@ -83,6 +83,8 @@ def test_buffered_chain_replay(tmp_path: Path, prior: list[str]) -> None:
         ["--preset", "no_such_preset"],
         ["/no/such/raw.h5"],
         ["--threads", "0"],
+        ["--set", "device=gpu"],
+        ["--timeout", "0"],
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, arguments: list[str]) -> None:

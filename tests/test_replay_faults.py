@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,46 +54,63 @@ def fault_chain(folder: Path, target: str, template: str | None = None) -> Path:
     return path
 
 
-def start_cli(arguments: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``pogmdm-recon ARGUMENTS`` as its own process (stderr piped, text)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "gadgets.replay", *arguments],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+class Cli:
+    """``pogmdm-recon ARGUMENTS`` as its own process; a thread collects its stderr lines.
 
+    (A thread, so that a gadget child that outlives it and holds the pipe cannot hang a test.)
+    """
 
-def wait_for_line(process: subprocess.Popen[str], text: str, seen: list[str], limit: float = 60.0) -> str:
-    """Read stderr lines into ``seen`` until one contains ``text``; that line."""
-    assert process.stderr is not None
-    end = time.monotonic() + limit
-    for line in process.stderr:
-        seen.append(line)
-        if text in line:
-            return line
-        assert time.monotonic() < end, f"no {text!r} within {limit} s:\n{''.join(seen)}"
-    raise AssertionError(f"pogmdm-recon ended before {text!r}:\n{''.join(seen)}")
+    def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gadgets.replay", *arguments],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
 
-def finish(process: subprocess.Popen[str], seen: list[str], limit: float = 60.0) -> tuple[int, str]:
-    """Wait for the process; ``(status, whole stderr)``."""
-    assert process.stderr is not None
-    with process.stderr:
-        rest = process.stderr.read()
-    status = process.wait(limit)
-    return status, "".join(seen) + rest
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
 
+    def wait_for(self, text: str, limit: float = 60.0) -> str:
+        """The first stderr line containing ``text`` (waiting up to ``limit`` seconds)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} on stderr:\n{self.stderr}")
 
-def stop(process: subprocess.Popen[str]) -> None:
-    """Kill the run if a failed assertion left it running; close its pipe."""
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    if process.stderr is not None:
-        process.stderr.close()
+    def finish(self, limit: float = 60.0) -> tuple[int, str]:
+        """``(exit status, whole stderr)``; kills the process after ``limit`` seconds."""
+        try:
+            status = self.process.wait(limit)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(f"pogmdm-recon did not end within {limit} s:\n{self.stderr}") from None
+        self.reader.join(5.0)
+        return status, self.stderr
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(5.0)
+        if self.process.stderr is not None and not self.reader.is_alive():
+            self.process.stderr.close()
 
 
 def last_line(stderr: str) -> str:
@@ -107,23 +125,27 @@ def image_slices(path: Path, group: str) -> list[int]:
         return [dataset.read_image("image_1", i).slice for i in range(dataset.number_of_images("image_1"))]
 
 
-def gadget_pid(line: str) -> int:
-    match = re.search(r"started the gadget process (\d+)", line)
-    assert match, line
-    return int(match.group(1))
+def child_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc``)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
 
 
 def process_gone(pid: int, limit: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``limit`` seconds."""
     end = time.monotonic() + limit
-    while time.monotonic() < end:
+    while True:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
         except (FileNotFoundError, ProcessLookupError):
             return True
         if state == "Z":
             return True
+        if time.monotonic() > end:
+            return False
         time.sleep(0.05)
-    return False
 
 
 # 1. The gadget dies or times out: what arrived is written, the last line says what was lost.
@@ -132,10 +154,11 @@ def process_gone(pid: int, limit: float) -> bool:
 def test_a_killed_gadget_keeps_the_images_already_received(raw3: Path, tmp_path: Path) -> None:
     chain = fault_chain(tmp_path, "die_after_first_image")
     output = tmp_path / "out.h5"
-    process = start_cli(
-        [str(raw3), "-c", str(chain), "-o", str(output), "-G", "g", "--timeout", "60"], tmp_path
-    )
-    status, stderr = finish(process, [])
+    cli = Cli([str(raw3), "-c", str(chain), "-o", str(output), "-G", "g", "--timeout", "60"], tmp_path)
+    try:
+        status, stderr = cli.finish()
+    finally:
+        cli.close()
     assert status == 1, stderr
     assert "Traceback" not in stderr
     assert last_line(stderr) == (
@@ -170,16 +193,21 @@ def test_a_signal_stops_the_gadget_and_keeps_the_images(
 ) -> None:
     chain = fault_chain(tmp_path, "hang_after_first_image")
     output = tmp_path / "out.h5"
-    process = start_cli([str(raw3), "-c", str(chain), "-o", str(output), "-G", "g"], tmp_path)
-    seen: list[str] = []
+    cli = Cli([str(raw3), "-c", str(chain), "-o", str(output), "-G", "g"], tmp_path)
+    children: list[int] = []
     try:
-        child = gadget_pid(wait_for_line(process, "started the gadget process", seen))
-        wait_for_line(process, "received image", seen)
-        process.send_signal(signum)
-        code, stderr = finish(process, seen, limit=30.0)
+        cli.wait_for("received image")
+        children = child_pids(cli.process.pid)
+        assert len(children) == 1, children  # the gadget
+        cli.process.send_signal(signum)
+        code, stderr = cli.finish(limit=30.0)
+        gone = process_gone(children[0], 5.0)
     finally:
-        stop(process)
-    assert process_gone(child, 5.0), f"the gadget process {child} outlived pogmdm-recon"
+        cli.close()
+        for child in children:
+            if not process_gone(child, 0.0):
+                os.kill(child, signal.SIGKILL)  # the gadget this test started, left orphaned
+    assert gone, f"the gadget process {children[0]} outlived pogmdm-recon"
     assert code == status, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert last_line(stderr) == (
@@ -278,23 +306,22 @@ def test_a_read_only_raw_file_is_read_and_left_untouched(
 
 def test_two_runs_read_one_raw_file_at_once(raw3: Path, tmp_path: Path) -> None:
     slow = fault_chain(tmp_path, "slow_image_per_slice")
-    first = start_cli(
+    first = Cli(
         [str(raw3), "-c", str(slow), "-o", str(tmp_path / "first.h5"), "-G", "g"],
         tmp_path,
         env={"FAULT_GADGET_DELAY": "4"},
     )
-    seen: list[str] = []
     try:
-        wait_for_line(first, "started the gadget process", seen)  # the raw file is open now
+        first.wait_for("started the gadget process")  # the raw file is open now
         second = tmp_path / "second.h5"
         status = main(
             [str(raw3), "-c", str(fault_chain(tmp_path, "image_per_slice")), "-o", str(second), "-G", "g"]
         )
-        assert first.poll() is None, "the first run ended before the second one read the file"
+        assert first.process.poll() is None, "the first run ended before the second one read the file"
         assert status == 0
-        code, stderr = finish(first, seen)
+        code, stderr = first.finish()
     finally:
-        stop(first)
+        first.close()
     assert code == 0, stderr
     assert image_slices(tmp_path / "first.h5", "g") == image_slices(second, "g") == [0, 1, 2]
 
@@ -409,6 +436,11 @@ def test_previews_that_fail_at_the_end_are_reported_and_the_images_kept(
             "unknown device 'gpu'",
         ),
         ("no_dataset", "raw file {raw} has no ISMRMRD raw data in /scan (xml and data)"),
+        (
+            "missing_module",
+            "chain {tmp}/missing.xml: the gadget no_such_module.gadget.run cannot be started: "
+            "no module named 'no_such_module' on the gadget's Python path",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_naming_the_file(
@@ -416,11 +448,14 @@ def test_bad_inputs_exit_2_naming_the_file(
 ) -> None:
     (tmp_path / "notes.h5").write_text("not HDF5\n")
     (tmp_path / "broken.xml").write_text("<configuration><version>2</version><stream>")
+    missing = fault_chain(tmp_path, "run").read_text().replace("tests.fault_gadgets", "no_such_module.gadget")
+    (tmp_path / "missing.xml").write_text(missing)
     arguments = {
         "not_hdf5_raw": [str(tmp_path / "notes.h5")],
         "bad_chain_xml": [str(raw3), "-c", str(tmp_path / "broken.xml")],
         "bad_device": [str(raw3), "--set", "device=gpu"],
         "no_dataset": [str(raw3), "--dataset", "scan"],
+        "missing_module": [str(raw3), "-c", str(tmp_path / "missing.xml")],
     }[case]
     assert main([*arguments, "-o", str(tmp_path / "out.h5")]) == 2
     line = last_line(capsys.readouterr().err)
