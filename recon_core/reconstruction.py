@@ -122,14 +122,14 @@ class CoilStart:
     second_set_fraction: float | None = None
 
 
-def start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig) -> CoilStart:
+def start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig, noise_std: float) -> CoilStart:
     """ESPIRiT where a calibration block exists (``coil_start`` ``auto`` or ``espirit``), else
     the low-passed zero-filled coil images; a second, fixed map set where ``map_sets`` is 2, or
     is 0 (auto) and ESPIRiT's eigenvalues show an object wider than the field of view."""
     region = calibration_region(data.mask) if config.coil_start != "lowpass" else None
     if region is not None and min(region.shape) >= config.espirit_kernel + 2:
         kspace = data.kspace.to(torch.complex64)
-        espirit = espirit_maps(kspace, region, 2, config.espirit_kernel)
+        espirit = espirit_maps(kspace, region, 2, config.espirit_kernel, noise_std=noise_std)
         phase = _low_resolution_phase(espirit.maps[0], kspace, region, config)
         coils = normalise_coil_scale(espirit.maps[0] * phase)
         fraction = second_set_fraction(espirit.eigenvalues)
@@ -260,7 +260,7 @@ def reconstruct(
     zero_filled = FFT2Operator().adjoint(kspace_data)
     scale = scale_factor(zero_filled, config.scale_region)
     sigma_n = noise_std / scale
-    coil_start = start_coils(zero_filled / scale, data, config)
+    coil_start = start_coils(zero_filled / scale, data, config, noise_std)
     coils, extra_maps = coil_start.coils, coil_start.extra_maps
     data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask, extra_maps=extra_maps)
     combined = (normalised_coils(coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
