@@ -32,6 +32,7 @@ import datetime
 import importlib.util
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -466,7 +467,8 @@ def _h5_reason(error: OSError) -> str:
         return "not an HDF5 file"
     if "Permission denied" in text or "errno = 13" in text:
         return "permission denied"
-    return text
+    match = re.search(r"error message = '([^']*)'", text)  # HDF5's wordy errors: the system's words
+    return match.group(1) if match else text
 
 
 def execute(plan: ReplayPlan, args: argparse.Namespace, stop: StopRequest | None = None) -> SessionOutcome:
