@@ -159,3 +159,5 @@ def test_the_final_prior_level_follows_the_noise() -> None:
         dataclasses.replace(fast, coil_smoothness=float("nan"))
     with pytest.raises(ValueError, match="map_sets"):
         dataclasses.replace(fast, map_sets=3)
+    with pytest.raises(ValueError, match="explicit sigma_max"):
+        dataclasses.replace(fast, method="posterior", initialisation="zero_filled")

@@ -122,7 +122,15 @@ def test_same_seed_same_result(device: torch.device) -> None:
 def test_progress_is_reported(device: torch.device) -> None:
     data, _ = _phantom_slice(NOISE_STD, device)
     calls: list[tuple[int, int]] = []
-    config = _config("posterior", device, num_noise_levels=4, steps_per_level=3, initialisation="zero_filled")
+    config = _config(
+        "posterior",
+        device,
+        num_noise_levels=4,
+        steps_per_level=3,
+        initialisation="zero_filled",
+        sigma_max=0.4,
+        sigma_min=0.01,
+    )
     result = reconstruct(
         data, config, SmoothTVPrior(), progress=lambda done, total: calls.append((done, total))
     )
