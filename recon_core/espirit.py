@@ -109,6 +109,31 @@ def _virtual_body_coil(block: Tensor) -> Tensor:
     return vectors[:, -1]
 
 
+def kernel_gram(kernels: Tensor, height: int, width: int) -> Tensor:
+    """``G(x) = (N / k^2) sum_n V_n(x) V_n(x)^H`` on the ``H x W`` grid: ``(C, C, H, W)`` complex64.
+
+    ``V_n(x)`` is the centred orthonormal inverse DFT of kernel ``n`` (``kernels``
+    ``(K, C, k, k)``) zero-padded around the k-space centre. A product of two such images
+    has Fourier coefficients only at the ``(2k - 1)^2`` lags of the kernels' cross-
+    correlation, ``Q_cc'(d) = sum_n sum_m K_nc[m + d] conj(K_nc'[m])``, so
+    ``G = sqrt(N) / k^2 * F^H(Q placed at the centre)``: ``C^2`` inverse DFTs of the image size
+    instead of ``K C`` (exact; the kernels' count ``K`` is often above 100). ``Q`` comes from
+    DFTs on a ``(2k - 1)``-point grid, where the circular correlation does not wrap.
+    """
+    count, channels, kernel = kernels.shape[0], kernels.shape[1], kernels.shape[-1]
+    lags = 2 * kernel - 1
+    if height < lags or width < lags:
+        raise ValueError(f"the image ({height}x{width}) must be at least {lags} samples a side")
+    spectra = torch.fft.fft2(kernels.to(torch.complex64), s=(lags, lags))  # (K, C, L, L)
+    flat = spectra.reshape(count, channels, lags * lags).permute(2, 1, 0)  # (L^2, C, K)
+    cross = (flat @ flat.conj().transpose(-2, -1)).permute(1, 2, 0).reshape(channels, channels, lags, lags)
+    correlation = torch.fft.fftshift(torch.fft.ifft2(cross), dim=(-2, -1))  # lag d at d + k - 1
+    placed = torch.zeros((channels, channels, height, width), dtype=torch.complex64, device=kernels.device)
+    top, left = height // 2 - (kernel - 1), width // 2 - (kernel - 1)
+    placed[:, :, top : top + lags, left : left + lags] = correlation
+    return FFT2Operator().adjoint(placed) * (math.sqrt(height * width) / kernel**2)
+
+
 def espirit_maps(
     kspace: Tensor,
     region: CalibrationRegion,
@@ -153,14 +178,8 @@ def espirit_maps(
     keep = max(1, int((singular > cutoff).sum()))
     kernels = right[:keep].reshape(keep, channels, kernel, kernel)
 
-    # Zero-pad each kernel (a row of V^H) around the k-space centre and take it to image space.
-    padded = torch.zeros((keep, channels, height, width), dtype=torch.complex64, device=kspace.device)
-    top, left = height // 2 - kernel // 2, width // 2 - kernel // 2
-    padded[:, :, top : top + kernel, left : left + kernel] = kernels
-    image_kernels = FFT2Operator().adjoint(padded) * ((height * width) ** 0.5 / kernel)
-    # G(x) = sum_n V_n(x) V_n(x)^H, as a batch of (H W) Hermitian C x C matrices.
-    per_pixel = image_kernels.permute(2, 3, 1, 0).reshape(height * width, channels, keep)
-    operator = per_pixel @ per_pixel.conj().transpose(-2, -1)
+    gram = kernel_gram(kernels, height, width)  # (C, C, H, W)
+    operator = gram.permute(2, 3, 0, 1).reshape(height * width, channels, channels)
     eigenvalues, eigenvectors = torch.linalg.eigh(operator)  # ascending
     eigenvalues = eigenvalues.flip(-1)[:, :map_sets]
     eigenvectors = eigenvectors.flip(-1)[:, :, :map_sets]  # (HW, C, S)

@@ -11,7 +11,7 @@ from test_reconstruction import nmse
 
 from recon_core.config import ReconConfig, load_preset
 from recon_core.data_term import JointDataTerm, normalised_coils
-from recon_core.espirit import calibration_region, espirit_maps
+from recon_core.espirit import calibration_region, espirit_maps, kernel_gram
 from recon_core.kspace import KSpaceSlice
 from recon_core.map_sets import MapSetPrior, needs_second_set, second_set_fraction
 from recon_core.operators import FFT2Operator, multicoil_forward_operator
@@ -39,6 +39,21 @@ def test_calibration_region_is_the_fully_sampled_centre() -> None:
     hole = torch.ones(SIZE, SIZE, dtype=torch.bool)
     hole[SIZE // 2, SIZE // 2] = False
     assert calibration_region(hole) is None
+
+
+@pytest.mark.parametrize(("height", "width", "kernel"), [(32, 24, 6), (31, 17, 5)])
+def test_kernel_gram_matches_the_image_space_sum(height: int, width: int, kernel: int) -> None:
+    """G(x) from the kernels' cross-correlation equals (N / k^2) sum_n V_n V_n^H, V_n the
+    centred inverse DFT of kernel n zero-padded at the k-space centre (odd and even sizes)."""
+    generator = torch.Generator().manual_seed(3)
+    kernels = random_complex((7, 3, kernel, kernel), generator, "cpu")
+    padded = torch.zeros((7, 3, height, width), dtype=torch.complex64)
+    top, left = height // 2 - kernel // 2, width // 2 - kernel // 2
+    padded[:, :, top : top + kernel, left : left + kernel] = kernels
+    images = FFT2Operator().adjoint(padded) * ((height * width) ** 0.5 / kernel)
+    direct = torch.einsum("nchw,ndhw->cdhw", images, images.conj())
+    gram = kernel_gram(kernels, height, width)
+    assert ((gram - direct).norm() / direct.norm()).item() < 1e-5
 
 
 def test_espirit_recovers_the_coil_maps_up_to_a_phase() -> None:

@@ -33,12 +33,15 @@ class PotentialTables:
 
     Attributes:
         values: ``(G, J, N)`` ``psi'`` at the nodes (1 / response units).
+        slopes: ``(G, J, N)`` ``values[n + 1] - values[n]`` (the last repeated), so that an
+            interpolation needs one lookup in each table instead of two in ``values``.
         start: ``(G, J)`` first node (response units).
         spacing: ``(G, J)`` node spacing.
         inverse_variance: ``(G, J)`` ``1 / s^2``, the slope used beyond the last node.
     """
 
     values: Tensor
+    slopes: Tensor
     start: Tensor
     spacing: Tensor
     inverse_variance: Tensor
@@ -88,7 +91,9 @@ def build_tables(
         experts.means.to(std.dtype),
         **kwargs,
     ).reshape(groups, num_experts, num_points)
-    return PotentialTables(values, -half_width, spacing, 1.0 / std.square())
+    slopes = torch.diff(values, dim=-1)
+    slopes = torch.cat((slopes, slopes[..., -1:]), dim=-1)
+    return PotentialTables(values, slopes, -half_width, spacing, 1.0 / std.square())
 
 
 def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts: slice) -> Tensor:
@@ -105,14 +110,14 @@ def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts:
     """
     shape = points.shape
     points = points.reshape(shape[0], shape[1], -1)
+    count = tables.num_points
     start = tables.start[group, experts].unsqueeze(-1)
     spacing = tables.spacing[group, experts].unsqueeze(-1)
     position = (points - start) / spacing
-    inside = position.clamp(0.0, tables.num_points - 1)
-    lower = inside.detach().floor().clamp_(max=tables.num_points - 2).long()
-    fraction = inside - lower
-    values = tables.values[group, experts]
-    below = torch.gather(values, -1, lower)
-    above = torch.gather(values, -1, lower + 1)
-    tail = (position - inside) * spacing * tables.inverse_variance[group, experts].unsqueeze(-1)
-    return (below + fraction * (above - below) + tail).reshape(shape)
+    inside = position.clamp(0.0, count - 1)
+    lower = inside.detach().clamp(max=count - 2).floor()
+    index = lower.long()
+    below = torch.gather(tables.values[group, experts], -1, index)
+    slope = torch.gather(tables.slopes[group, experts], -1, index)
+    tail_slope = (tables.spacing * tables.inverse_variance)[group, experts].unsqueeze(-1)
+    return (below.addcmul(inside - lower, slope) + (position - inside) * tail_slope).reshape(shape)
