@@ -21,6 +21,7 @@ fails after ``MAX_BACKTRACKS`` halvings keeps its old iterate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,13 @@ from recon_core.data_term import JointDataTerm, normalise_coil_scale
 from recon_core.prior.base import DiffusionImagePrior
 
 STEP_GROWTH = 1.25
+# A failed image trial is retried at LIPSCHITZ_MARGIN times the measured 1 / L_loc (at most
+# half the step), and the next step grows to at most GROWTH_MARGIN * LIPSCHITZ_MARGIN times it.
+# The local estimate fluctuates between iterations; with these margins about 1 image step in 10
+# needs a second trial (Berkeley brain, fast preset), against about 1 in 2 with plain growth
+# and halving, at the same PSNR (33.43 / 45.79 dB on masks (a) / (c), before 33.43 / 45.80).
+LIPSCHITZ_MARGIN = 0.9
+GROWTH_MARGIN = 0.85
 # The coil Lipschitz constant (about max u^2 / R^2) drifts slowly: a gentler growth wastes
 # fewer trials (each costs a forward model and an exact prox).
 COIL_STEP_GROWTH = 1.1
@@ -167,6 +175,7 @@ def image_step(
     step = step * STEP_GROWTH
     new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
     accepted = torch.zeros_like(step, dtype=torch.bool)
+    limit = torch.full_like(step, math.inf)
     for _ in range(MAX_BACKTRACKS):
         candidate = project_image(image - _expand(step, image) * gradient)
         candidate_residual = data_term.residual(candidate, coils)
@@ -175,12 +184,17 @@ def image_step(
         )
         moved = _inner(candidate - image, candidate - image).sqrt()
         changed = _inner(candidate_gradient - gradient, candidate_gradient - gradient).sqrt()
-        newly = (step * changed <= moved * (1.0 + 1e-6)) & ~accepted
+        # 1 / L_loc: the largest step the secant test accepts at this trial.
+        local = moved / changed.clamp_min(torch.finfo(changed.dtype).tiny)
+        newly = (step <= local * (1.0 + 1e-6)) & ~accepted
         new_image[newly] = candidate[newly]
         new_residual[newly] = candidate_residual[newly]
         new_gradient[newly] = candidate_gradient[newly]
+        limit = torch.where(newly, LIPSCHITZ_MARGIN * local, limit)
         accepted |= newly
         if bool(accepted.all()):
             break
-        step = torch.where(accepted, step, 0.5 * step)
+        step = torch.where(accepted, step, torch.minimum(0.5 * step, LIPSCHITZ_MARGIN * local))
+    # The next call grows the step by STEP_GROWTH, but not beyond the measured 1 / L_loc.
+    step = torch.minimum(step, GROWTH_MARGIN * limit / STEP_GROWTH)
     return ImageStepResult(image=new_image, step=step, residual=new_residual, gradient=new_gradient)

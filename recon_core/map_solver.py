@@ -80,6 +80,10 @@ def solve_map(
             start_point = image + beta * (image - previous)
             residual, gradient = None, None
         previous = image
+        if iteration > 0:
+            # The objective's curvature scales about with the data weight (lambda ||A||^2 plus a
+            # prior curvature ~ 1 / sigma^2 that rises with it): predict the step from it.
+            image_steps = image_steps * (float(weights[iteration - 1]) / float(weight))
         image_result = image_step(
             data_term, prior, start_point, coils, image_steps, float(weight), float(sigma), residual, gradient
         )
