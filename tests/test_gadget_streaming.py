@@ -1,0 +1,76 @@
+"""The gadget streams: each slice's images go back as soon as it is reconstructed.
+
+An in-process stand-in for ``gadgetron.external.Connection`` hands the gadget a two-repetition
+raw file one readout at a time and records, for every image sent, how many readouts the gadget
+had taken by then. The first repetition's image must leave before the second repetition's
+readouts are read, not when the stream closes.
+"""
+
+from __future__ import annotations
+
+import socket
+import types
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ismrmrd
+import pytest
+
+from gadgets.pogmdm_gadget import run_gadget
+from gadgets.testing import generator_available, read_raw, shepp_logan_raw
+
+CONFIG = (
+    '<configuration><property name="map_iterations" value="2"/>'
+    '<property name="device" value="cpu"/></configuration>'
+)
+
+
+class RecordingConnection:
+    """What ``run_gadget`` uses of a gadgetron ``Connection``, reading from a list."""
+
+    def __init__(self, header: bytes, acquisitions: list[ismrmrd.Acquisition]) -> None:
+        self.header = ismrmrd.xsd.CreateFromDocument(header)
+        self.config = ElementTree.fromstring(CONFIG)
+        self.raw_bytes = types.SimpleNamespace(config=CONFIG.encode(), header=header)
+        self._ends = socket.socketpair()
+        self.socket = types.SimpleNamespace(socket=self._ends[0])
+        self.writers: list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]] = []
+        self._acquisitions = acquisitions
+        self.taken = 0
+        self.sent: list[tuple[str, int]] = []  # (type of the item, readouts taken when sent)
+
+    def filter(self, predicate: Callable[[Any], bool]) -> None:
+        self._predicate = predicate
+
+    def __iter__(self) -> Iterator[ismrmrd.Acquisition]:
+        for acquisition in self._acquisitions:
+            self.taken += 1
+            yield acquisition
+
+    def send(self, item: Any) -> None:
+        self.sent.append((type(item).__name__, self.taken))
+
+    def close(self) -> None:
+        for end in self._ends:
+            end.close()
+
+
+@pytest.mark.skipif(
+    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
+)
+def test_each_slice_is_sent_before_the_next_one_is_read(tmp_path: Path) -> None:
+    raw = shepp_logan_raw(tmp_path / "two.h5", matrix=32, coils=4, repetitions=2, noise_level=0.005)
+    header, acquisitions = read_raw(raw)
+    repetitions = [acquisition.idx.repetition for acquisition in acquisitions]
+    first_of_second = repetitions.index(1) + 1  # readouts taken once the second one starts
+    connection = RecordingConnection(header, acquisitions)
+    try:
+        run_gadget(connection, "acquisitions")
+    finally:
+        connection.close()
+    images = [taken for kind, taken in connection.sent if kind == "Image"]
+    assert len(images) == 2, connection.sent
+    assert images[0] < first_of_second, f"first image sent after {images[0]} readouts: held back"
+    assert images[1] == len(acquisitions)
