@@ -123,12 +123,17 @@ class JointDataTerm:
             self, "_kspace_unshifted", (phi.conj() * self.kspace * self.mask).to(self.kspace.dtype)
         )
 
-    def residual(self, image: Tensor, coils: Tensor) -> Tensor:
-        """``r' = conj(phi) (M F(u s_c) - y_c)``: ``(B, C, H, W)`` complex (norm of the residual)."""
+    def residual(self, image: Tensor, coils: Tensor, maps: Tensor | None = None) -> Tensor:
+        """``r' = conj(phi) (M F(u s_c) - y_c)``: ``(B, C, H, W)`` complex (norm of the residual).
+
+        ``maps``: ``normalised_coils(coils)`` if the caller already has it (steps that keep the
+        coils fixed compute it once).
+        """
+        maps = normalised_coils(coils) if maps is None else maps
         if self.extra_maps is None:
-            combined = normalised_coils(coils) * image.unsqueeze(-3)
+            combined = maps * image.unsqueeze(-3)
         else:
-            combined = normalised_coils(coils) * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
+            combined = maps * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
         modulated = combined * self._image_phase
         return torch.fft.fft2(modulated, norm="ortho") * self._mask_float - self._kspace_unshifted
 
@@ -145,12 +150,19 @@ class JointDataTerm:
         return torch.fft.ifft2(residual * self._mask_float, norm="ortho") * self._image_phase.conj()
 
     def grad_image(
-        self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
+        self,
+        image: Tensor,
+        coils: Tensor,
+        weight: Tensor | float = 1.0,
+        residual: Tensor | None = None,
+        maps: Tensor | None = None,
     ) -> Tensor:
-        """``grad_u D``: ``(B, H, W)``, real for a real image, complex for a complex one."""
-        residual = self.residual(image, coils) if residual is None else residual
+        """``grad_u D``: ``(B, H, W)``, real for a real image, complex for a complex one
+        (``maps`` as in :meth:`residual`)."""
+        maps = normalised_coils(coils) if maps is None else maps
+        residual = self.residual(image, coils, maps) if residual is None else residual
         back = self.back_projection(residual)
-        combined = (normalised_coils(coils).conj() * back).sum(dim=-3)
+        combined = (maps.conj() * back).sum(dim=-3)
         if self.extra_maps is not None:
             others = (self.extra_maps.conj() * back.unsqueeze(1)).sum(dim=-3)
             combined = torch.cat((combined.unsqueeze(1), others), dim=1)

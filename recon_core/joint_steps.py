@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from recon_core.coil_prior import smoothness_prox
-from recon_core.data_term import JointDataTerm, normalise_coil_scale
+from recon_core.data_term import JointDataTerm, normalise_coil_scale, normalised_coils
 from recon_core.prior.base import DiffusionImagePrior
 
 STEP_GROWTH = 1.25
@@ -136,9 +136,11 @@ def image_objective_gradient(
     weight: float,
     sigma: float,
     residual: Tensor,
+    maps: Tensor | None = None,
 ) -> Tensor:
-    """``grad_u (lambda D_1(u, c) + E(u, sigma)) = lambda grad_u D_1 - score(u, sigma)``: ``(B, H, W)``."""
-    return data_term.grad_image(image, coils, weight, residual) - prior.score(image, sigma)
+    """``grad_u (lambda D_1(u, c) + E(u, sigma)) = lambda grad_u D_1 - score(u, sigma)``: ``(B, H, W)``
+    (``maps``: ``normalised_coils(coils)`` if known)."""
+    return data_term.grad_image(image, coils, weight, residual, maps) - prior.score(image, sigma)
 
 
 def image_step(
@@ -169,18 +171,19 @@ def image_step(
         sigma: the prior's noise level used as the regulariser.
         residual, gradient: at ``(image, coils)`` for this ``weight`` / ``sigma`` if known.
     """
-    residual = data_term.residual(image, coils) if residual is None else residual
+    maps = normalised_coils(coils)  # the coils stay fixed in this step
+    residual = data_term.residual(image, coils, maps) if residual is None else residual
     if gradient is None:
-        gradient = image_objective_gradient(data_term, prior, image, coils, weight, sigma, residual)
+        gradient = image_objective_gradient(data_term, prior, image, coils, weight, sigma, residual, maps)
     step = step * STEP_GROWTH
     new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
     accepted = torch.zeros_like(step, dtype=torch.bool)
     limit = torch.full_like(step, math.inf)
     for _ in range(MAX_BACKTRACKS):
         candidate = project_image(image - _expand(step, image) * gradient)
-        candidate_residual = data_term.residual(candidate, coils)
+        candidate_residual = data_term.residual(candidate, coils, maps)
         candidate_gradient = image_objective_gradient(
-            data_term, prior, candidate, coils, weight, sigma, candidate_residual
+            data_term, prior, candidate, coils, weight, sigma, candidate_residual, maps
         )
         moved = _inner(candidate - image, candidate - image).sqrt()
         changed = _inner(candidate_gradient - gradient, candidate_gradient - gradient).sqrt()
