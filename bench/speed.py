@@ -15,8 +15,11 @@ Rows: PoGMDM presets (``fast``, ``balanced``, ``quality``) and the peers BART ``
 ``pics -l1`` (``pics``, ESPIRiT included in its time) and BART ``nlinv`` (``nlinv``), each on
 1 and 2 CPU threads (``--threads``) and on CUDA when present (``--devices``). Every row runs in
 its own child process, so its thread count (``OMP_NUM_THREADS`` and ``torch.set_num_threads``)
-and its peak memory are its own. PoGMDM's time is one ``reconstruct`` call with the prior
-already loaded (the gadget loads it once per connection); the first slice of a process, so
+and its peak memory are its own; ``OMP_WAIT_POLICY`` is ``PASSIVE`` for every row (BART's
+OpenMP too) unless ``--wait-policy`` says otherwise (see ``recon_core/__init__.py``: with
+libgomp's default spinning, 2 threads on a busy machine run many times slower than 1).
+PoGMDM's time is one ``reconstruct`` call with the prior already loaded (the gadget loads it
+once per connection); the first slice of a process, so
 the prior's per-level tables are built inside it, as they are for every slice of a scan whose
 noise level differs between slices.
 
@@ -186,6 +189,9 @@ def run_row(spec: dict[str, object], timeout: float) -> dict[str, object]:
     environment = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         environment[name] = threads
+    environment.pop("OMP_WAIT_POLICY", None)
+    if spec["wait_policy"]:
+        environment["OMP_WAIT_POLICY"] = str(spec["wait_policy"])
     paths = [str(REPO), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     load_before = os.getloadavg()[0]
@@ -241,6 +247,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", default="1,2", help="CPU thread counts")
     parser.add_argument("--devices", default="auto", help="'auto' (cpu, and cuda when present), or cpu,cuda")
     parser.add_argument("--mask", default="a", help="bench/quality.py mask of the Berkeley slice")
+    parser.add_argument(
+        "--wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY of every row, BART's included ('' leaves it unset: libgomp then spins)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per row")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -280,8 +291,14 @@ def main(argv: list[str] | None = None) -> None:
                 methods = ([*args.peers] if device == "cpu" else []) + args.presets
                 for method in methods:
                     spec = {"method": method, "slice": slice_name, "mask": args.mask}
-                    specs.append({**spec, "threads": threads, "device": device})
-    print(f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}", flush=True)
+                    specs.append(
+                        {**spec, "threads": threads, "device": device, "wait_policy": args.wait_policy}
+                    )
+    print(
+        f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
+        f"OMP_WAIT_POLICY={args.wait_policy or '(unset)'}",
+        flush=True,
+    )
     rows = []
     for spec in specs:
         row = run_row(spec, args.timeout)

@@ -9,8 +9,9 @@
   projection onto ``u >= 0`` for a real (magnitude) image and the identity for a complex one.
 
 Both use one step size per batch entry (chain), grown on entry (``COIL_STEP_GROWTH``,
-``STEP_GROWTH``) and halved
-until the step is accepted: the coil step by the standard sufficient-decrease test of
+``STEP_GROWTH``; the image step not beyond its last measured ``1 / L_loc``) and reduced until
+the step is accepted (the coil step halved, the image step to a fraction of the measured
+``1 / L_loc``, at most half): the coil step by the standard sufficient-decrease test of
 proximal gradient,
 
     f(x+) <= f(x) + <grad f(x), x+ - x> + ||x+ - x||^2 / (2 t),
