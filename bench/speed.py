@@ -28,8 +28,9 @@ data included); for BART the largest peak of its calls (``ecalib``, ``pics``), e
 ``/usr/bin/time``; on CUDA also
 ``torch.cuda.max_memory_allocated``. The machine may be shared: the 1-minute load average is
 recorded before and after every row (a load above the number of cores means the row competed
-for them). Prints a Markdown table with the ratio of every row's time to ``pics`` on the same
-slice, threads and device.
+for them), and the CPU seconds of every row are printed beside its wall time: on a busy machine
+the CPU time of a 1-thread row is close to its wall time on an idle core. Prints a Markdown
+table with the ratio of every row's times to ``pics`` on the same slice and threads.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ def load_slice(name: str, mask_key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- one row (child)
+def _cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of this process or of its waited-for children (``who``)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: kilobytes
 
@@ -122,11 +129,15 @@ def run_pogmdm(preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarr
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
     result = reconstruct(data, config, prior)
     image = result.image.cpu()
     seconds = time.perf_counter() - start
-    row: dict[str, object] = {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF)}
+    row: dict[str, object] = {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds(resource.RUSAGE_SELF) - cpu_start,
+        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
+    }
     if device.type == "cuda":
         row["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     row["finite"] = bool(torch.isfinite(image).all())
@@ -156,7 +167,7 @@ def run_peer(peer: str, kspace: np.ndarray) -> dict[str, object]:
 
     folder = Path(tempfile.mkdtemp(prefix="speed_bart_"))
     log = _measured_bart(folder)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_CHILDREN)
     if peer == "pics":
         maps = espirit_maps(kspace, crop=ESPIRIT_CROP)
         image = bart_pics_l1(kspace, maps, PICS_REGULARISATION)
@@ -165,7 +176,12 @@ def run_peer(peer: str, kspace: np.ndarray) -> dict[str, object]:
     seconds = time.perf_counter() - start
     peak_kb = max(int(line) for line in log.read_text().split() if line.isdigit())
     shutil.rmtree(folder, ignore_errors=True)
-    return {"seconds": seconds, "peak_rss_mb": peak_kb / 1024.0, "finite": bool(np.isfinite(image).all())}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_start,
+        "peak_rss_mb": peak_kb / 1024.0,
+        "finite": bool(np.isfinite(image).all()),
+    }
 
 
 def child_main(spec: dict[str, object]) -> None:
@@ -215,11 +231,11 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         return (row["slice"], row["threads"])
 
     # The peers run on the CPU only: a CUDA row is compared with pics on as many CPU threads.
-    pics = {key(row): row["seconds"] for row in rows if row["method"] == "pics" and "seconds" in row}
+    pics = {key(row): row for row in rows if row["method"] == "pics" and "seconds" in row}
     lines = [
-        "| slice | device | threads | method | s / slice | x pics | peak RSS (MB) | CUDA peak (MB) "
-        "| load 1 min |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| slice | device | threads | method | s / slice | x pics | CPU s | x pics (CPU) | peak RSS (MB) "
+        "| CUDA peak (MB) | load 1 min |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         load = "{:.1f} -> {:.1f}".format(*row["load"])  # type: ignore[str-format]
@@ -227,13 +243,17 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         label = label or f"PoGMDM {row['method']}"
         prefix = f"| {row['slice']} | {row['device']} | {row['threads']} | {label} |"
         if "error" in row:
-            lines.append(f"{prefix} failed: {row['error']} | | | | {load} |")
+            lines.append(f"{prefix} failed: {row['error']} | | | | | | {load} |")
             continue
-        seconds = float(row["seconds"])  # type: ignore[arg-type]
+        seconds, cpu = float(row["seconds"]), float(row["cpu_seconds"])  # type: ignore[arg-type]
         reference = pics.get(key(row))
-        ratio = f"{seconds / float(reference):.1f}" if reference else "-"  # type: ignore[arg-type]
+        ratio = f"{seconds / float(reference['seconds']):.1f}" if reference else "-"  # type: ignore[arg-type]
+        cpu_ratio = f"{cpu / float(reference['cpu_seconds']):.1f}" if reference else "-"  # type: ignore[arg-type]
         cuda = f"{row['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in row else "-"
-        lines.append(f"{prefix} {seconds:.2f} | {ratio} | {row['peak_rss_mb']:.0f} | {cuda} | {load} |")
+        lines.append(
+            f"{prefix} {seconds:.2f} | {ratio} | {cpu:.2f} | {cpu_ratio} | {row['peak_rss_mb']:.0f} | {cuda} "
+            f"| {load} |"
+        )
     return "\n".join(lines)
 
 
