@@ -188,9 +188,10 @@ def image_step(
         )
         moved = _inner(candidate - image, candidate - image).sqrt()
         changed = _inner(candidate_gradient - gradient, candidate_gradient - gradient).sqrt()
-        # 1 / L_loc: the largest step the secant test accepts at this trial.
-        local = moved / changed.clamp_min(torch.finfo(changed.dtype).tiny)
-        newly = (step <= local * (1.0 + 1e-6)) & ~accepted
+        newly = (step * changed <= moved * (1.0 + 1e-6)) & ~accepted
+        # 1 / L_loc, the largest step the secant test accepts here (no bound where nothing moved).
+        measured = (changed > 0) & (moved > 0)
+        local = torch.where(measured, moved / changed.clamp_min(torch.finfo(changed.dtype).tiny), math.inf)
         new_image[newly] = candidate[newly]
         new_residual[newly] = candidate_residual[newly]
         new_gradient[newly] = candidate_gradient[newly]
