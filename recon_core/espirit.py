@@ -39,6 +39,7 @@ from recon_core.operators import FFT2Operator
 DEFAULT_KERNEL = 6
 DEFAULT_THRESHOLD = 0.02
 NOISE_EDGE_MARGIN = 1.2
+EIGEN_BLOCK_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,14 @@ def kernel_gram(kernels: Tensor, height: int, width: int) -> Tensor:
     flat = spectra.reshape(count, channels, lags * lags).permute(2, 1, 0)  # (L^2, C, K)
     cross = (flat @ flat.conj().transpose(-2, -1)).permute(1, 2, 0).reshape(channels, channels, lags, lags)
     correlation = torch.fft.fftshift(torch.fft.ifft2(cross), dim=(-2, -1))  # lag d at d + k - 1
-    placed = torch.zeros((channels, channels, height, width), dtype=torch.complex64, device=kernels.device)
     top, left = height // 2 - (kernel - 1), width // 2 - (kernel - 1)
-    placed[:, :, top : top + lags, left : left + lags] = correlation
-    return FFT2Operator().adjoint(placed) * (math.sqrt(height * width) / kernel**2)
+    scale = math.sqrt(height * width) / kernel**2
+    gram = torch.empty((channels, channels, height, width), dtype=torch.complex64, device=kernels.device)
+    for row in range(channels):  # one coil row at a time: the FFT's copies stay small
+        placed = torch.zeros((channels, height, width), dtype=torch.complex64, device=kernels.device)
+        placed[:, top : top + lags, left : left + lags] = correlation[row]
+        gram[row] = FFT2Operator().adjoint(placed) * scale
+    return gram
 
 
 def espirit_maps(
@@ -178,11 +183,16 @@ def espirit_maps(
     keep = max(1, int((singular > cutoff).sum()))
     kernels = right[:keep].reshape(keep, channels, kernel, kernel)
 
-    gram = kernel_gram(kernels, height, width)  # (C, C, H, W)
-    operator = gram.permute(2, 3, 0, 1).reshape(height * width, channels, channels)
-    eigenvalues, eigenvectors = torch.linalg.eigh(operator)  # ascending
-    eigenvalues = eigenvalues.flip(-1)[:, :map_sets]
-    eigenvectors = eigenvectors.flip(-1)[:, :, :map_sets]  # (HW, C, S)
+    gram = kernel_gram(kernels, height, width).reshape(channels, channels, height * width)
+    eigenvalues = torch.empty((height * width, map_sets), dtype=torch.float32, device=kspace.device)
+    eigenvectors = torch.empty((height * width, channels, map_sets), dtype=gram.dtype, device=kspace.device)
+    # In blocks of pixels: the eigensolver's copies and outputs stay small (32 coils: the whole
+    # image at once peaked at 3 GB).
+    for start in range(0, height * width, EIGEN_BLOCK_PIXELS):
+        pixels = gram[:, :, start : start + EIGEN_BLOCK_PIXELS].permute(2, 0, 1)  # (P, C, C)
+        pixel_values, pixel_vectors = torch.linalg.eigh(pixels)  # ascending
+        eigenvalues[start : start + EIGEN_BLOCK_PIXELS] = pixel_values.flip(-1)[:, :map_sets]
+        eigenvectors[start : start + EIGEN_BLOCK_PIXELS] = pixel_vectors.flip(-1)[:, :, :map_sets]
 
     reference = _virtual_body_coil(block)
     projection = (reference.conj()[None, :, None] * eigenvectors).sum(dim=1, keepdim=True)
