@@ -139,7 +139,7 @@ def test_std_series_says_what_it_is() -> None:
     image, std = images_for_slice(_result(40, 24, True), _assembled(encoding), encoding, settings, 1)
     meta = ismrmrd.Meta.deserialize(std.attribute_string)
     assert meta["ImageComments"] == (
-        "PoGMDM posterior std (image units) 6 chains PC 29x(1+1) steps from MAP 200 it "
+        "PoGMDM posterior std (image units) 6 chains PC 20x(1+1) steps from MAP 200 it "
         "seed 0 preset posterior_pc"
     )
     assert meta["PogmdmChains"] == "6" and meta["PogmdmSampler"] == "posterior_pc"
@@ -147,4 +147,4 @@ def test_std_series_says_what_it_is() -> None:
     assert "sample std" in meta["PogmdmStdOf"] and meta["PogmdmStdRelativeError"] == "0.32"
     image_meta = ismrmrd.Meta.deserialize(image.attribute_string)
     assert "PogmdmChains" not in image_meta
-    assert image_meta["ImageComments"].startswith("PoGMDM posterior mean 6 chains PC 29x(1+1) steps")
+    assert image_meta["ImageComments"].startswith("PoGMDM posterior mean 6 chains PC 20x(1+1) steps")

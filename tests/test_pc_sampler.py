@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -56,14 +57,14 @@ def _problem() -> tuple[JointDataTerm, Tensor, Tensor]:
     return JointDataTerm(kspace=kspace[None], mask=mask), kspace, mask
 
 
-def _run(seed: int, data_term: JointDataTerm) -> Tensor:
+def _run(seed: int, data_term: JointDataTerm, chains: int = CHAINS) -> Tensor:
     sigmas = geometric_sigmas(1.0, 0.002, 60)
     weights = [1.0 / (NOISE_STD**2 + sigma**2) for sigma in sigmas]
     generator = torch.Generator().manual_seed(seed)
     start = (
-        sigmas[0] * math.sqrt(2) * torch.randn(CHAINS, SIZE, SIZE, dtype=torch.complex64, generator=generator)
+        sigmas[0] * math.sqrt(2) * torch.randn(chains, SIZE, SIZE, dtype=torch.complex64, generator=generator)
     )
-    coils = torch.ones(CHAINS, 1, SIZE, SIZE, dtype=torch.complex64)
+    coils = torch.ones(chains, 1, SIZE, SIZE, dtype=torch.complex64)
     result = sample_posterior_pc(
         data_term,
         ComplexPartsPrior(GaussianPrior(PRIOR_STD)),
@@ -106,8 +107,9 @@ def test_recovers_the_closed_form_gaussian_posterior() -> None:
 
 def test_same_seed_same_samples() -> None:
     data_term, _, _ = _problem()
-    assert torch.equal(_run(3, data_term)[:8], _run(3, data_term)[:8])
-    assert not torch.equal(_run(3, data_term)[:8], _run(4, data_term)[:8])
+    first = _run(3, data_term, chains=16)
+    assert torch.equal(first, _run(3, data_term, chains=16))
+    assert not torch.equal(first, _run(4, data_term, chains=16))
 
 
 def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
@@ -133,3 +135,30 @@ def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
     assert bool((result.std[on_object] > 0).all())
     again = reconstruct(data, config, SmoothTVPrior())
     assert torch.equal(result.image, again.image) and torch.equal(result.std, again.std)  # type: ignore[arg-type]
+
+
+def test_config_of_the_pc_method() -> None:
+    from recon_core.config import ReconConfig, load_preset
+
+    preset = load_preset("posterior_pc")
+    assert preset.method == "posterior_pc" and preset.sigma_max > 0.0 and preset.sigma_min == 0.0
+    with pytest.raises(ValueError, match="corrector_steps"):
+        ReconConfig(method="posterior_pc", sigma_max=0.1, corrector_steps=-1)
+    with pytest.raises(ValueError, match="num_noise_levels >= 2"):
+        ReconConfig(method="posterior_pc", sigma_max=0.1, num_noise_levels=1)
+    with pytest.raises(ValueError, match="both be set"):
+        ReconConfig(method="posterior", sigma_max=0.1)  # only posterior_pc ties sigma_min alone
+    with pytest.raises(ValueError, match="sigmas must decrease"):
+        data_term, _, _ = _problem()
+        sample_posterior_pc(
+            data_term,
+            GaussianPrior(1.0),
+            torch.zeros(2, SIZE, SIZE),
+            torch.ones(2, 1, SIZE, SIZE, dtype=torch.complex64),
+            [0.1, 0.1],
+            [1.0, 1.0],
+            1,
+            0.16,
+            0.0,
+            torch.Generator(),
+        )
