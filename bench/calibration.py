@@ -17,8 +17,8 @@ as well):
   ``erf(k / sqrt(2))``, 95.4 % at k = 2);
 * seconds per slice and number of chains.
 
-Prints a Markdown table and writes ``docs/figures/calibration.png`` (mean, |error| and std on
-one colour scale, and the calibration curves).
+Prints a Markdown table and writes ``docs/figures/calibration.png`` (mean, |error| and 2 std on
+one colour scale, 0 to 5 % of the reference maximum, and the calibration curves).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from recon_core.config import config_from_mapping, load_preset  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "calibration.png"
 K_GRID = np.linspace(0.0, 4.0, 41)
+MAP_SCALE_PERCENT = 5.0  # |error| and 2 std share one colour scale: 0 to 5 % of the reference maximum
 
 
 @dataclasses.dataclass
@@ -104,19 +105,22 @@ def save_figure(results: dict[str, dict[str, Calibration]], reference: np.ndarra
     import matplotlib.pyplot as plt
 
     rows = [(key, preset) for key, by_preset in results.items() for preset in by_preset]
-    figure, axes = plt.subplots(len(rows), 4, figsize=(11.0, 2.6 * len(rows)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(rows), 4, figsize=(12.0, 2.6 * len(rows)), squeeze=False, gridspec_kw={"wspace": 0.45}
+    )
     peak = float(reference.max())
-    error_scale = 0.1 * peak
+    percent = 100.0 / peak  # maps shown in % of the reference maximum
     for row, (key, preset) in enumerate(rows):
         c = results[key][preset]
         image_axis, error_axis, std_axis, curve_axis = axes[row]
         image_axis.imshow(c.scores.scale * np.abs(c.image), cmap="gray", vmin=0, vmax=peak)
         image_axis.set_title(f"({key}) {preset}: mean, {c.scores.psnr:.1f} dB", fontsize=8)
-        error_axis.imshow(c.error, cmap="magma", vmin=0, vmax=error_scale)
-        error_axis.set_title("|error| (0 to 10 % of max)", fontsize=8)
-        shown = std_axis.imshow(2.0 * c.std, cmap="magma", vmin=0, vmax=error_scale)
-        std_axis.set_title(f"2 std (same scale), rho = {c.spearman:.2f}", fontsize=8)
-        figure.colorbar(shown, ax=[error_axis, std_axis], fraction=0.02, pad=0.01)
+        error_axis.imshow(percent * c.error, cmap="magma", vmin=0, vmax=MAP_SCALE_PERCENT)
+        error_axis.set_title(f"|error|, 0 to {MAP_SCALE_PERCENT:g} % of max", fontsize=8)
+        shown = std_axis.imshow(percent * 2.0 * c.std, cmap="magma", vmin=0, vmax=MAP_SCALE_PERCENT)
+        std_axis.set_title(f"2 std (same scale), Spearman {c.spearman:.2f}", fontsize=8)
+        bar = figure.colorbar(shown, ax=std_axis, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
         for axis in (image_axis, error_axis, std_axis):
             axis.set_xticks([])
             axis.set_yticks([])
