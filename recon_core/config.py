@@ -48,7 +48,8 @@ class ReconConfig:
             200 steps (27.3 dB that way against 32.5 dB from the MAP start in the first
             measurement).
         sigma_min: the last noise level of the chains; 0 (the default): the final MAP level
-            (``posterior_pc`` may set ``sigma_max`` alone and keep this tied to the noise).
+            (``posterior_pc`` may set ``sigma_max`` alone and keep this tied to the noise;
+            ``sigma_max`` is then raised to at least twice that level on noisy data).
         corrector_steps: ``posterior_pc``: Langevin corrector steps after every predictor step;
             the predictor steps are ``num_noise_levels - 1``.
         corrector_snr: ``posterior_pc``: the corrector's signal-to-noise ratio (step rule of

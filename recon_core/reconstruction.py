@@ -177,10 +177,13 @@ def final_map_sigma(config: ReconConfig, sigma_n: float) -> float:
 
 def _chain_levels(config: ReconConfig, sigma_n: float) -> tuple[float, float]:
     """``(sigma_max, sigma_min)`` of the posterior chains: as set, or (0, 0) tied to the final
-    MAP level ``m``: ``(2 m, m)``; ``sigma_min`` 0 alone is ``m``."""
+    MAP level ``m``: ``(2 m, m)``; ``sigma_min`` 0 alone is ``m``, with ``sigma_max`` raised to
+    at least ``2 m`` (noisy data, whose ``m`` exceeds the set ``sigma_max``)."""
     level = final_map_sigma(config, sigma_n)
+    if config.sigma_max > 0.0 and config.sigma_min > 0.0:
+        return config.sigma_max, config.sigma_min
     if config.sigma_max > 0.0:
-        return config.sigma_max, config.sigma_min if config.sigma_min > 0.0 else level
+        return max(config.sigma_max, 2.0 * level), level
     return 2.0 * level, level
 
 
