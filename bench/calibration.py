@@ -118,7 +118,7 @@ def save_figure(results: dict[str, dict[str, Calibration]], reference: np.ndarra
         error_axis.imshow(percent * c.error, cmap="magma", vmin=0, vmax=MAP_SCALE_PERCENT)
         error_axis.set_title(f"|error|, 0 to {MAP_SCALE_PERCENT:g} % of max", fontsize=8)
         shown = std_axis.imshow(percent * 2.0 * c.std, cmap="magma", vmin=0, vmax=MAP_SCALE_PERCENT)
-        std_axis.set_title(f"2 std (same scale), Spearman {c.spearman:.2f}", fontsize=8)
+        std_axis.set_title(f"2 std, same scale; rho {c.spearman:.2f}", fontsize=8)
         bar = figure.colorbar(shown, ax=std_axis, fraction=0.046, pad=0.02)
         bar.ax.tick_params(labelsize=6)
         for axis in (image_axis, error_axis, std_axis):
