@@ -127,23 +127,39 @@ def image_meta(
     meta["ImageColumnDir"] = [f"{float(v):.9f}" for v in reference.phase_dir]
     meta["PogmdmOutput"] = kind
     meta["PogmdmPreset"] = settings.preset
+    if kind == "std":
+        meta.update(std_meta(settings))
     for key, value in sorted(info.items()):
         if isinstance(value, bool | int | float | str) and len(str(value)) < 200:
             meta[f"Pogmdm_{key}"] = str(value)
     return meta
 
 
+def std_meta(settings: GadgetSettings) -> dict[str, str]:
+    """What the std series is, for a reader on the scanner: estimator, units, chains."""
+    chains = settings.recon.num_chains
+    return {
+        "PogmdmStdOf": "magnitude of the posterior samples (pixel-wise sample std over the chains, 1/(B-1))",
+        "PogmdmStdUnits": f"same units and scale as the image series {settings.image_series}",
+        "PogmdmChains": str(chains),
+        "PogmdmStdRelativeError": f"{1.0 / (2.0 * (chains - 1)) ** 0.5:.2f}",
+        "PogmdmSampler": settings.recon.method,
+    }
+
+
 def image_comment(kind: str, settings: GadgetSettings) -> str:
-    """``ImageComments``: method and key parameters, e.g. ``PoGMDM MAP 100 it seed 0 preset fast``."""
+    """``ImageComments``: method and key parameters, e.g. ``PoGMDM MAP 100 it seed 0 preset fast``;
+    the std series says it is a std in image units and over how many chains."""
     config = settings.recon
     if config.method == "map":
         method = f"PoGMDM MAP {config.map_iterations} it"
     else:
-        label = "posterior std" if kind == "std" else "posterior mean"
-        method = (
-            f"PoGMDM {label} {config.num_chains} chains "
-            f"{config.num_noise_levels}x{config.steps_per_level} steps"
-        )
+        label = "posterior std (image units)" if kind == "std" else "posterior mean"
+        if config.method == "posterior_pc":
+            schedule = f"PC {config.num_noise_levels - 1}x(1+{config.corrector_steps}) steps"
+        else:
+            schedule = f"{config.num_noise_levels}x{config.steps_per_level} steps"
+        method = f"PoGMDM {label} {config.num_chains} chains {schedule}"
         if config.initialisation == "map":
             method += f" from MAP {config.map_iterations} it"
     return f"{method} seed {config.seed} preset {settings.preset}"

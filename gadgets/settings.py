@@ -37,7 +37,8 @@ ALIASES: dict[str, str] = {
 #: Properties read by the gadget itself (not reconstruction settings), with their meaning.
 GADGET_PROPERTIES: dict[str, str] = {
     "preset": f"base preset name (default {DEFAULT_PRESET!r})",
-    "output_variance": "also send the posterior std map as its own series (needs method posterior)",
+    "output_variance": "also send the posterior std map as its own series "
+    "(needs method posterior or posterior_pc)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "std_series": "image_series_index of the std maps (default 2)",
     "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors; "
@@ -70,7 +71,7 @@ class GadgetSettings:
     properties: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.output_variance and self.recon.method != "posterior":
+        if self.output_variance and self.recon.method not in ("posterior", "posterior_pc"):
             raise ValueError(
                 "output_variance=true needs method 'posterior' (the MAP mode has no std map); "
                 f"preset {self.preset!r} gives method {self.recon.method!r}"

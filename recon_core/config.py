@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-Method = Literal["posterior", "map"]
+Method = Literal["posterior", "posterior_pc", "map"]
 Initialisation = Literal["zero_filled", "noise", "map"]
 ImageModel = Literal["complex", "magnitude"]
 CoilStart = Literal["auto", "espirit", "lowpass"]
@@ -30,8 +30,11 @@ class ReconConfig:
     override the budget knobs (method, chains, levels, steps, coil update interval).
 
     Attributes:
-        method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std) or
-            ``"map"`` (deterministic alternating proximal gradient; no std map).
+        method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std),
+            ``"posterior_pc"`` (ScoreMRI-style predictor-corrector chains from ``sigma_max``
+            down to the noise level, :mod:`recon_core.pc_sampler`: mean and a std map that
+            ranks the error) or ``"map"`` (deterministic alternating proximal gradient; no std
+            map).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         num_chains: B, parallel sampler chains (posterior only, >= 2 so that a std exists).
             8 chains give a std map whose relative error is about 1 / sqrt(2 (B - 1)) = 27 %.
@@ -44,7 +47,13 @@ class ReconConfig:
             ``sigma_min``) explicitly: 0.4, the top of the prior's training range, and about
             200 steps (27.3 dB that way against 32.5 dB from the MAP start in the first
             measurement).
-        sigma_min: the last noise level of the chains; 0 (the default): the final MAP level.
+        sigma_min: the last noise level of the chains; 0 (the default): the final MAP level
+            (``posterior_pc`` may set ``sigma_max`` alone and keep this tied to the noise;
+            ``sigma_max`` is then raised to at least twice that level on noisy data).
+        corrector_steps: ``posterior_pc``: Langevin corrector steps after every predictor step;
+            the predictor steps are ``num_noise_levels - 1``.
+        corrector_snr: ``posterior_pc``: the corrector's signal-to-noise ratio (step rule of
+            Song et al.; ScoreMRI uses 0.16).
         step_size: Langevin step ``alpha_k = step_size / (1 / sigma_k^2 + lambda_k)``, a fraction
             of the inverse curvature of prior (about ``1 / sigma_k^2``) plus data term
             (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
@@ -109,6 +118,8 @@ class ReconConfig:
     steps_per_level: int = 4
     sigma_max: float = 0.0
     sigma_min: float = 0.0
+    corrector_steps: int = 1
+    corrector_snr: float = 0.16
     step_size: float = 1.0
     map_iterations: int = 100
     map_sigma: float = 0.0
@@ -131,8 +142,13 @@ class ReconConfig:
     map_sets: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in ("posterior", "map"):
-            raise ValueError(f"method must be 'posterior' or 'map', got {self.method!r}")
+        if self.method not in ("posterior", "posterior_pc", "map"):
+            raise ValueError(f"method must be 'posterior', 'posterior_pc' or 'map', got {self.method!r}")
+        if self.corrector_steps < 0 or not self.corrector_snr > 0.0:
+            raise ValueError(
+                f"corrector_steps must be >= 0 and corrector_snr > 0, "
+                f"got {self.corrector_steps!r}, {self.corrector_snr!r}"
+            )
         if self.image_model not in ("complex", "magnitude"):
             raise ValueError(f"image_model must be 'complex' or 'magnitude', got {self.image_model!r}")
         if self.initialisation not in ("zero_filled", "noise", "map"):
@@ -167,11 +183,13 @@ class ReconConfig:
             raise ValueError(
                 f"sigma_max and sigma_min must be >= 0, got {self.sigma_max!r}, {self.sigma_min!r}"
             )
-        if (self.sigma_max == 0.0) != (self.sigma_min == 0.0):
+        if (self.sigma_max == 0.0) != (self.sigma_min == 0.0) and not (
+            self.method == "posterior_pc" and self.sigma_max > 0.0
+        ):
             raise ValueError(
                 "sigma_max and sigma_min must both be set (> 0) or both be 0 (tied to the MAP level)"
             )
-        if self.sigma_max > 0.0 and self.sigma_min >= self.sigma_max:
+        if self.sigma_min > 0.0 and self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
         if self.sigma_max == 0.0 and self.initialisation != "map":
             raise ValueError(
@@ -182,7 +200,9 @@ class ReconConfig:
             raise ValueError(
                 f"map_sigma ({self.map_sigma}) must not exceed map_sigma_start ({self.map_sigma_start})"
             )
-        if self.method == "posterior" and self.num_chains < 2:
+        if self.method == "posterior_pc" and self.num_noise_levels < 2:
+            raise ValueError(f"posterior_pc needs num_noise_levels >= 2, got {self.num_noise_levels}")
+        if self.method != "map" and self.num_chains < 2:
             raise ValueError(
                 f"the posterior method needs num_chains >= 2 for a std map, got {self.num_chains}"
             )

@@ -15,8 +15,9 @@ The recipe (ALGORITHM.md sections 1 and 4), with nothing tuned per data set:
    undone on output.
 3. Start: coils = zero-filled coil images low-passed by the exact smoothness prox (no
    calibration region needed); image = zero-filled combination with those coils (or noise).
-4. MAP (:mod:`recon_core.map_solver`) or annealed Langevin (:mod:`recon_core.sampler`) with
-   the data weight ``lambda = data_weight_scale / (sigma_n^2 + sigma^2)``.
+4. MAP (:mod:`recon_core.map_solver`), annealed Langevin (:mod:`recon_core.sampler`) or
+   predictor-corrector chains (:mod:`recon_core.pc_sampler`, ``posterior_pc``) with the data
+   weight ``lambda = data_weight_scale / (sigma_n^2 + sigma^2)``.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from recon_core.map_sets import MapSetPrior, needs_second_set, second_set_fracti
 from recon_core.map_solver import solve_map
 from recon_core.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_std
 from recon_core.operators import FFT2Operator
+from recon_core.pc_sampler import sample_posterior_pc
 from recon_core.prewhitening import prewhiten_slice
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.sampler import geometric_sigmas, sample_posterior, unit_noise
+from recon_core.sampler import SamplerResult, geometric_sigmas, sample_posterior, unit_noise
 
 Progress = Callable[[int, int], None]
 
@@ -175,10 +177,13 @@ def final_map_sigma(config: ReconConfig, sigma_n: float) -> float:
 
 def _chain_levels(config: ReconConfig, sigma_n: float) -> tuple[float, float]:
     """``(sigma_max, sigma_min)`` of the posterior chains: as set, or (0, 0) tied to the final
-    MAP level ``m``: ``(2 m, m)``."""
-    if config.sigma_max > 0.0:
-        return config.sigma_max, config.sigma_min
+    MAP level ``m``: ``(2 m, m)``; ``sigma_min`` 0 alone is ``m``, with ``sigma_max`` raised to
+    at least ``2 m`` (noisy data, whose ``m`` exceeds the set ``sigma_max``)."""
     level = final_map_sigma(config, sigma_n)
+    if config.sigma_max > 0.0 and config.sigma_min > 0.0:
+        return config.sigma_max, config.sigma_min
+    if config.sigma_max > 0.0:
+        return max(config.sigma_max, 2.0 * level), level
     return 2.0 * level, level
 
 
@@ -223,6 +228,54 @@ def _offset_progress(progress: Progress | None, offset: int, total: int) -> Prog
     if progress is None:
         return None
     return lambda done, _phase_total: progress(offset + done, total)
+
+
+def _run_chains(
+    config: ReconConfig,
+    data_term: JointDataTerm,
+    prior: DiffusionImagePrior,
+    image: Tensor,
+    coils: Tensor,
+    sigmas: list[float],
+    weights: list[float],
+    generator: torch.Generator,
+    progress: Progress | None,
+) -> SamplerResult:
+    """The posterior chains of ``config.method``: annealed Langevin or predictor-corrector."""
+    if config.method == "posterior_pc":
+        return sample_posterior_pc(
+            data_term,
+            prior,
+            image,
+            coils,
+            sigmas,
+            weights,
+            config.corrector_steps,
+            config.corrector_snr,
+            config.coil_smoothness,
+            generator,
+            coil_update_interval=config.coil_update_interval,
+            final_denoise=config.final_denoise,
+            progress=progress,
+            coil_order=config.coil_smoothness_order,
+        )
+    return sample_posterior(
+        data_term,
+        prior,
+        image,
+        coils,
+        sigmas,
+        weights,
+        config.steps_per_level,
+        config.step_size,
+        config.coil_smoothness,
+        generator,
+        coil_update_interval=config.coil_update_interval,
+        final_denoise=config.final_denoise,
+        clamp_every_step=config.clamp_every_step,
+        progress=progress,
+        coil_order=config.coil_smoothness_order,
+    )
 
 
 def reconstruct(
@@ -301,8 +354,12 @@ def reconstruct(
         sigmas = geometric_sigmas(*_chain_levels(config, sigma_n), config.num_noise_levels)
         weights = _data_weights(config, sigma_n, sigmas)
         sampler_progress = progress
+        if config.method == "posterior_pc":
+            moves = (config.num_noise_levels - 1) * (1 + config.corrector_steps)
+        else:
+            moves = config.num_noise_levels * config.steps_per_level
         if config.initialisation == "map":
-            total = config.map_iterations + config.num_noise_levels * config.steps_per_level
+            total = config.map_iterations + moves
             map_image, map_coils, _, _ = run_map(_offset_progress(progress, 0, total))
             sampler_progress = _offset_progress(progress, config.map_iterations, total)
             start_image = map_image
@@ -313,22 +370,16 @@ def reconstruct(
             start_image = torch.zeros_like(combined)[None]
         noise = unit_noise(start_image.expand(batch, -1, -1), generator)
         image = project_image(start_image + sigmas[0] * noise)
-        samples = sample_posterior(
+        samples = _run_chains(
+            config,
             data_term,
             prior,
             image,
             coils,
             sigmas,
             weights,
-            config.steps_per_level,
-            config.step_size,
-            config.coil_smoothness,
             generator,
-            coil_update_interval=config.coil_update_interval,
-            final_denoise=config.final_denoise,
-            clamp_every_step=config.clamp_every_step,
-            progress=sampler_progress,
-            coil_order=config.coil_smoothness_order,
+            sampler_progress,
         )
         # The magnitude is invariant to how each chain splits a smooth phase between image and
         # coils; mean and std are taken over the chains' magnitudes.

@@ -131,3 +131,20 @@ def test_missing_std_map_or_non_finite_output_is_an_error() -> None:
     broken.image[20, 10] = float("nan")
     with pytest.raises(ValueError, match="image contains NaN"):
         images_for_slice(broken, _assembled(encoding), encoding, settings_from_properties({}), 1)
+
+
+def test_std_series_says_what_it_is() -> None:
+    encoding = _encoding()
+    settings = settings_from_properties({"preset": "posterior_pc", "output_variance": "true", "chains": "6"})
+    image, std = images_for_slice(_result(40, 24, True), _assembled(encoding), encoding, settings, 1)
+    meta = ismrmrd.Meta.deserialize(std.attribute_string)
+    assert meta["ImageComments"] == (
+        "PoGMDM posterior std (image units) 6 chains PC 20x(1+1) steps from MAP 200 it "
+        "seed 0 preset posterior_pc"
+    )
+    assert meta["PogmdmChains"] == "6" and meta["PogmdmSampler"] == "posterior_pc"
+    assert meta["PogmdmStdUnits"] == "same units and scale as the image series 1"
+    assert "sample std" in meta["PogmdmStdOf"] and meta["PogmdmStdRelativeError"] == "0.32"
+    image_meta = ismrmrd.Meta.deserialize(image.attribute_string)
+    assert "PogmdmChains" not in image_meta
+    assert image_meta["ImageComments"].startswith("PoGMDM posterior mean 6 chains PC 20x(1+1) steps")
