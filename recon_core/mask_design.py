@@ -1,0 +1,293 @@
+"""Learned Cartesian sampling patterns: a one-step Tweedie posterior mean, optimised end to end.
+
+After "Optimizing Sampling Patterns for Compressed Sensing MRI with Diffusion Generative
+Models" (arXiv 2306.03284), for 1D undersampling of the phase-encode lines (ky, the first
+image axis ``H``; readout along ``W``, fully sampled).
+
+One training example: a clean image ``x0`` ``(H, W)`` (real, max about 1), smooth coils ``s``
+``(C, H, W)`` with ``sum_c |s_c|^2 = 1``, a diffusion level ``sigma`` and line weights ``m``
+``(H,)`` in [0, 1] (``True`` / 1 = acquired). The data are ``y_c = F(s_c x0) + n_c`` on every
+line (``n`` white, std ``noise_std`` per real component); ``m`` selects what was measured.
+
+The estimate (:func:`tweedie_posterior_mean`): the prior's Tweedie denoiser of the diffused
+image ``x_t = x0 + sigma z``, ``D = x_t + sigma^2 score(x_t, sigma)``, then the data
+consistency of a Gaussian posterior around it,
+
+    x_hat = argmin_x ||x - D||^2 / sigma^2 + ||W^(1/2) (F S x - y)||^2 / noise_std^2,
+    W = diag(m) on the lines,
+
+solved by a fixed number of conjugate-gradient steps started at ``D`` (so ``m = 0`` gives
+``x_hat = D`` exactly). ``x_hat`` is differentiable in ``m``; ``D`` does not depend on ``m``.
+
+The pattern (:func:`straight_through_lines`): logits ``theta`` ``(H,)``; the forward pass
+takes the top-N lines of ``theta + Gumbel noise`` (exactly N, plus any forced centre
+lines), the backward pass the gradient of a sigmoid relaxation around the N-th value at
+temperature ``tau`` (Gumbel straight-through). :func:`design_mask` minimises
+``E ||x_hat - x0||^2`` over training images, coils and levels with Adam.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from recon_core.operators import FFT2Operator
+from recon_core.prior.base import DiffusionImagePrior
+from recon_core.sampling import centre_lines
+
+MIN_SIDE = 16
+"""The smallest image side the prior's filters (up to 17 x 17 taps) are used on here."""
+MAX_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class DesignConfig:
+    """Settings of :func:`design_mask`.
+
+    Attributes:
+        lines: N, the number of ky lines to acquire (forced centre lines included).
+        centre: contiguous centre lines forced into the pattern (0: none forced).
+        steps: Adam steps.
+        batch: training images per step.
+        learning_rate: Adam step size on the logits.
+        temperature: ``(start, end)`` of the relaxation temperature, geometric in between.
+        sigmas: diffusion levels of the one-step estimate (normalised image units), drawn
+            uniformly per image (a fixed set, so the tabulated prior builds each table once).
+        noise_std: measurement noise std per real k-space component (normalised units).
+        cg_iterations: conjugate-gradient steps of the data consistency.
+        seed: seeds the logits' noise, the images, coils and levels drawn (deterministic).
+    """
+
+    lines: int
+    centre: int = 0
+    steps: int = 300
+    batch: int = 4
+    learning_rate: float = 0.05
+    temperature: tuple[float, float] = (1.0, 0.1)
+    sigmas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
+    noise_std: float = 0.02
+    cg_iterations: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch < 1 or self.cg_iterations < 1:
+            raise ValueError("steps must be >= 0, batch and cg_iterations >= 1")
+        if not self.learning_rate > 0 or min(self.temperature) <= 0 or len(self.temperature) != 2:
+            raise ValueError("learning_rate and both temperatures must be > 0")
+        if not self.sigmas or min(self.sigmas) <= 0 or not self.noise_std > 0:
+            raise ValueError("sigmas and noise_std must be > 0")
+
+
+def check_design(shape: tuple[int, int], lines: int, centre: int = 0) -> tuple[int, int]:
+    """Validate an ``(H, W)`` = ``(ky lines, readout)`` grid and a line budget.
+
+    Raises:
+        ValueError: for a shape outside ``[MIN_SIDE, MAX_SIDE]`` per side or not 2D, ``lines``
+            below 1 or above ``H``, or ``centre`` outside ``[0, lines]``.
+    """
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (ky, kx), got {tuple(shape)}")
+    height, width = int(shape[0]), int(shape[1])
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise ValueError(
+            f"shape {height} x {width}: the prior is used on images with sides in [{MIN_SIDE}, {MAX_SIDE}]"
+        )
+    if lines < 1:
+        raise ValueError(f"the number of lines must be >= 1, got {lines}")
+    if lines > height:
+        raise ValueError(f"cannot acquire {lines} lines: the grid has only {height} phase-encode lines")
+    if not 0 <= centre <= lines:
+        raise ValueError(f"centre lines must be in [0, {lines}] (the line budget), got {centre}")
+    return height, width
+
+
+def forced_lines(height: int, centre: int) -> Tensor:
+    """``(H,)`` bool: the ``centre`` contiguous lines around ``H // 2``."""
+    forced = torch.zeros(height, dtype=torch.bool)
+    if centre > 0:
+        forced[torch.as_tensor(centre_lines(height, centre))] = True
+    return forced
+
+
+def straight_through_lines(
+    logits: Tensor,
+    count: int,
+    temperature: float,
+    forced: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Gumbel straight-through top-N line selection.
+
+    Args:
+        logits: ``(H,)`` real scores, one per ky line.
+        count: N, lines to select in total (``forced`` ones included).
+        temperature: relaxation temperature of the backward pass (> 0).
+        forced: ``(H,)`` bool lines always selected, or ``None``.
+        generator: draws the Gumbel noise; ``None`` selects the top-N of ``logits`` (no noise).
+
+    Returns:
+        ``(H,)`` float mask: exactly ``count`` ones and zeros elsewhere in the forward pass;
+        its gradient is that of ``sigmoid((theta + g - t) / temperature)``, ``t`` midway
+        between the N-th and (N+1)-th perturbed free score.
+    """
+    height = logits.shape[0]
+    forced = torch.zeros(height, dtype=torch.bool, device=logits.device) if forced is None else forced
+    free = count - int(forced.sum())
+    if not 0 <= free <= height - int(forced.sum()):
+        raise ValueError(f"cannot select {count} lines with {int(forced.sum())} forced of {height}")
+    perturbed = logits
+    if generator is not None:
+        uniform = torch.rand(height, generator=generator, dtype=logits.dtype).to(logits.device)
+        perturbed = logits - torch.log(-torch.log(uniform.clamp(1e-12, 1.0 - 1e-7)))
+    candidates = perturbed.detach().masked_fill(forced, -math.inf)
+    ranked = torch.sort(candidates, descending=True).values
+    hard = forced.clone()
+    if free > 0:
+        hard[torch.topk(candidates, free).indices] = True
+    upper = ranked[free - 1] if free > 0 else ranked[0] + 1.0
+    lower = ranked[free] if free < height - int(forced.sum()) else upper - 1.0
+    threshold = 0.5 * (upper + lower)
+    soft = torch.sigmoid((perturbed - threshold) / temperature).masked_fill(forced, 1.0)
+    hard_float = hard.to(logits.dtype)
+    return hard_float + (soft - soft.detach())  # exactly hard in the forward pass
+
+
+def conjugate_gradient(
+    apply: Callable[[Tensor], Tensor], rhs: Tensor, start: Tensor, iterations: int
+) -> Tensor:
+    """``iterations`` CG steps on ``apply(x) = rhs`` (Hermitian positive definite), per batch
+    entry of ``(B, H, W)`` complex tensors; differentiable (autograd through the steps)."""
+    x = start
+    residual = rhs - apply(x)
+    direction = residual
+    norm = residual.abs().square().sum(dim=(-2, -1))
+    tiny = torch.finfo(norm.dtype).tiny
+    for _ in range(iterations):
+        image = apply(direction)
+        curvature = (direction.conj() * image).real.sum(dim=(-2, -1))
+        alpha = torch.where(curvature > tiny, norm / curvature.clamp_min(tiny), torch.zeros_like(norm))
+        x = x + alpha[:, None, None] * direction
+        residual = residual - alpha[:, None, None] * image
+        new_norm = residual.abs().square().sum(dim=(-2, -1))
+        beta = torch.where(norm > tiny, new_norm / norm.clamp_min(tiny), torch.zeros_like(norm))
+        direction = residual + beta[:, None, None] * direction
+        norm = new_norm
+    return x
+
+
+def tweedie_posterior_mean(
+    prior: DiffusionImagePrior,
+    diffused: Tensor,
+    sigma: Tensor,
+    line_weights: Tensor,
+    coil_maps: Tensor,
+    kspace: Tensor,
+    noise_std: float,
+    iterations: int = 8,
+) -> Tensor:
+    """One-step posterior mean: the prior's Tweedie denoiser plus data consistency.
+
+    Args:
+        prior: the image prior (its score at ``sigma``).
+        diffused: ``(B, H, W)`` real diffused images ``x_t``.
+        sigma: ``(B,)`` diffusion levels of ``diffused``.
+        line_weights: ``(H,)`` (or ``(B, H)``) weights of the ky lines in [0, 1] (the mask).
+        coil_maps: ``(B, C, H, W)`` or ``(C, H, W)`` complex RSS-normalised coils.
+        kspace: ``(B, C, H, W)`` complex data ``F(s_c x0) + n`` on every line (weighted here).
+        noise_std: std of the k-space noise per real component (normalised units).
+        iterations: CG steps.
+
+    Returns:
+        ``(B, H, W)`` complex estimate of the clean images (``D`` itself where no line is weighted).
+    """
+    if diffused.ndim != 3 or kspace.ndim != 4 or kspace.shape[-2:] != diffused.shape[-2:]:
+        raise ValueError(
+            f"diffused must be (B, H, W) and kspace (B, C, H, W) on the same grid, got "
+            f"{tuple(diffused.shape)} and {tuple(kspace.shape)}"
+        )
+    with torch.no_grad():
+        denoised = diffused + sigma[:, None, None].square() * prior.score(diffused, sigma)
+    fft = FFT2Operator()
+    weights = line_weights[..., :, None].unsqueeze(-3)  # (..., 1, H, 1) over (B, C, H, W)
+    precision_prior = 1.0 / sigma.square()[:, None, None]
+    precision_data = 1.0 / noise_std**2
+
+    def normal(x: Tensor) -> Tensor:
+        coil_kspace = fft.forward(coil_maps * x.unsqueeze(-3))
+        back = (coil_maps.conj() * fft.adjoint(weights * coil_kspace)).sum(dim=-3)
+        return precision_prior * x + precision_data * back
+
+    start = denoised.to(kspace.dtype)
+    rhs = precision_prior * start + precision_data * (coil_maps.conj() * fft.adjoint(weights * kspace)).sum(
+        dim=-3
+    )
+    return conjugate_gradient(normal, rhs, start, iterations)
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    """What :func:`design_mask` returns: ``mask`` ``(H,)`` bool with exactly N ``True``;
+    ``logits`` ``(H,)``; ``losses`` the training loss per step."""
+
+    mask: Tensor
+    logits: Tensor
+    losses: tuple[float, ...]
+
+
+def simulate_batch(
+    images: Tensor, coil_maps: Tensor, sigmas: Tensor, noise_std: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Diffused images ``(B, H, W)`` and noisy fully sampled k-space ``(B, C, H, W)`` of the
+    clean ``images`` ``(B, H, W)`` seen through ``coil_maps`` ``(B, C, H, W)``."""
+    diffused = images + sigmas[:, None, None] * torch.randn(images.shape, generator=generator)
+    coil_kspace = FFT2Operator().forward(coil_maps * images.unsqueeze(1).to(coil_maps.dtype))
+    noise = torch.randn(coil_kspace.shape, generator=generator, dtype=coil_kspace.dtype)  # unit complex
+    return diffused, coil_kspace + noise_std * math.sqrt(2.0) * noise
+
+
+def design_mask(
+    prior: DiffusionImagePrior,
+    draw_batch: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+    shape: tuple[int, int],
+    config: DesignConfig,
+    progress: Callable[[int, float], None] | None = None,
+) -> DesignResult:
+    """Learn which ``config.lines`` of the ``H`` ky lines to acquire.
+
+    Args:
+        prior: the image prior.
+        draw_batch: ``(batch, generator) -> (images (B, H, W) real, coils (B, C, H, W) complex)``.
+        shape: ``(H, W)``.
+        config: the settings.
+        progress: called as ``progress(step, loss)`` after every step.
+    """
+    height, _ = check_design(shape, config.lines, config.centre)
+    generator = torch.Generator().manual_seed(config.seed)
+    forced = forced_lines(height, config.centre)
+    logits = torch.zeros(height, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=config.learning_rate)
+    levels = torch.tensor(config.sigmas, dtype=torch.float32)
+    start, end = config.temperature
+    losses = []
+    for step in range(config.steps):
+        temperature = start * (end / start) ** (step / max(config.steps - 1, 1))
+        images, coils = draw_batch(config.batch, generator)
+        sigma = levels[torch.randint(len(levels), (images.shape[0],), generator=generator)]
+        diffused, kspace = simulate_batch(images, coils, sigma, config.noise_std, generator)
+        mask = straight_through_lines(logits, config.lines, temperature, forced, generator)
+        estimate = tweedie_posterior_mean(
+            prior, diffused, sigma, mask, coils, kspace, config.noise_std, config.cg_iterations
+        )
+        loss = (estimate - images).abs().square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, losses[-1])
+    final = straight_through_lines(logits.detach(), config.lines, 1.0, forced, None) > 0.5
+    return DesignResult(mask=final, logits=logits.detach().clone(), losses=tuple(losses))
