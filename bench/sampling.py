@@ -192,6 +192,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each random family")
     parser.add_argument("--steps", type=int, default=DesignConfig(lines=1).steps, help="design steps")
     parser.add_argument("--design-seed", type=int, default=0)
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"subset of {','.join(FAMILIES)}")
     parser.add_argument("--preset", default="fast", help="reconstruction preset (same for every mask)")
     parser.add_argument("--figure", default=str(FIGURE), help="PNG to write ('' for none)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -200,6 +201,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     for acceleration in args.accelerations:
         if acceleration not in BUDGETS:
             parser.error(f"acceleration must be one of {sorted(BUDGETS)}, got {acceleration}")
+    args.families = [f.strip() for f in args.families.split(",") if f.strip()]
+    for family in args.families:
+        if family not in FAMILIES:
+            parser.error(f"unknown family {family!r}")
     args.learned = {int(item.split("=", 1)[0]): Path(item.split("=", 1)[1]) for item in args.learned}
     return args
 
@@ -218,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         learned = learned_mask(acceleration, height, width, args)
         results[acceleration] = []
         for family, seed, lines in masks_for(acceleration, height, learned, args.seeds):
+            if family not in args.families:
+                continue
             mask = np.repeat(lines[:, None], width, axis=1)
             start = time.perf_counter()
             image, _, _, _ = run_pogmdm(kspace, mask, config, None)

@@ -31,12 +31,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from recon_core.complex_prior import ComplexPartsPrior
 from recon_core.operators import FFT2Operator
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.model import PoGMDM
 from recon_core.sampling import centre_lines
 
 MIN_SIDE = 16
@@ -59,27 +62,55 @@ class DesignConfig:
             uniformly per image (a fixed set, so the tabulated prior builds each table once).
         noise_std: measurement noise std per real k-space component (normalised units).
         cg_iterations: conjugate-gradient steps of the data consistency.
+        estimator: ``"diffused"``: the one-step estimate from a diffused image
+            (:func:`tweedie_posterior_mean`, level drawn from ``sigmas``); ``"data"``: from the
+            data alone (:func:`unrolled_posterior_mean` over ``unrolled_levels``).
+        unrolled_levels: the Tweedie levels of the ``"data"`` estimator, in order.
+        initial_density: the logits start at ``p log(1 - |k|)`` (``|k|`` the line's distance
+            from the centre over ``H // 2 + 1``), so that the first Gumbel draws are
+            variable-density random patterns of power ``p`` (0: all logits 0, uniform draws).
+        symmetric: a line and its mirror about the centre share one logit (their Gumbel noise
+            differs), so the pattern does not learn to favour one half of k-space.
+        candidates: at the end, the top-N pattern of the logits and this many Gumbel draws from
+            them are scored on a fixed validation batch of ``validation_batch`` new examples
+            and the best is returned.
         seed: seeds the logits' noise, the images, coils and levels drawn (deterministic).
     """
 
     lines: int
     centre: int = 0
-    steps: int = 300
-    batch: int = 4
-    learning_rate: float = 0.05
+    steps: int = 150
+    batch: int = 2
+    learning_rate: float = 0.1
     temperature: tuple[float, float] = (1.0, 0.1)
     sigmas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
-    noise_std: float = 0.02
-    cg_iterations: int = 8
+    noise_std: float = 0.002
+    cg_iterations: int = 4
+    estimator: Literal["diffused", "data"] = "data"
+    unrolled_levels: tuple[float, ...] = (0.1, 0.05, 0.02)
+    initial_density: float = 2.0
+    symmetric: bool = True
+    candidates: int = 16
+    validation_batch: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch < 1 or self.cg_iterations < 1:
-            raise ValueError("steps must be >= 0, batch and cg_iterations >= 1")
+        if self.steps < 0 or self.batch < 1 or self.cg_iterations < 1 or self.validation_batch < 1:
+            raise ValueError("steps must be >= 0; batch, validation_batch and cg_iterations >= 1")
+        if self.candidates < 0 or self.initial_density < 0:
+            raise ValueError("candidates and initial_density must be >= 0")
         if not self.learning_rate > 0 or min(self.temperature) <= 0 or len(self.temperature) != 2:
             raise ValueError("learning_rate and both temperatures must be > 0")
         if not self.sigmas or min(self.sigmas) <= 0 or not self.noise_std > 0:
             raise ValueError("sigmas and noise_std must be > 0")
+        if (
+            self.estimator not in ("diffused", "data")
+            or not self.unrolled_levels
+            or min(self.unrolled_levels) <= 0
+        ):
+            raise ValueError(
+                f"estimator must be 'diffused' or 'data' with levels > 0, got {self.estimator!r}"
+            )
 
 
 def check_design(shape: tuple[int, int], lines: int, centre: int = 0) -> tuple[int, int]:
@@ -179,6 +210,33 @@ def conjugate_gradient(
     return x
 
 
+def data_consistency(
+    denoised: Tensor,
+    sigma: Tensor,
+    line_weights: Tensor,
+    coil_maps: Tensor,
+    kspace: Tensor,
+    noise_std: float,
+    iterations: int,
+) -> Tensor:
+    """``argmin_x ||x - D||^2 / sigma^2 + ||W^(1/2) (F S x - y)||^2 / noise_std^2`` by
+    ``iterations`` CG steps started at ``D`` = ``denoised`` ``(B, H, W)``; shapes as in
+    :func:`tweedie_posterior_mean`. Returns ``(B, H, W)`` complex."""
+    fft = FFT2Operator()
+    weights = line_weights[..., :, None].unsqueeze(-3)  # (..., 1, H, 1) over (B, C, H, W)
+    precision_prior = 1.0 / sigma.square()[:, None, None]
+    precision_data = 1.0 / noise_std**2
+
+    def normal(x: Tensor) -> Tensor:
+        coil_kspace = fft.forward(coil_maps * x.unsqueeze(-3))
+        back = (coil_maps.conj() * fft.adjoint(weights * coil_kspace)).sum(dim=-3)
+        return precision_prior * x + precision_data * back
+
+    start = denoised.to(kspace.dtype)
+    measured = (coil_maps.conj() * fft.adjoint(weights * kspace)).sum(dim=-3)
+    return conjugate_gradient(normal, precision_prior * start + precision_data * measured, start, iterations)
+
+
 def tweedie_posterior_mean(
     prior: DiffusionImagePrior,
     diffused: Tensor,
@@ -210,40 +268,110 @@ def tweedie_posterior_mean(
             f"{tuple(diffused.shape)} and {tuple(kspace.shape)}"
         )
     with torch.no_grad():
-        denoised = diffused + sigma[:, None, None].square() * prior.score(diffused, sigma)
+        denoised = diffused + sigma[:, None, None].square() * ComplexPartsPrior(prior).score(diffused, sigma)
+    return data_consistency(denoised, sigma, line_weights, coil_maps, kspace, noise_std, iterations)
+
+
+class DifferentiableScore:
+    """``score(x, sigma)`` with autograd through ``x``.
+
+    A tabulated PoGMDM (``prior.model`` a :class:`~recon_core.prior.model.PoGMDM` with
+    ``num_points``) is evaluated through its public ``tables`` / ``score_tabulated`` with
+    gradients on (its own ``score`` switches them off); tables are built once per level. Any
+    other prior's ``score`` is called as is.
+    """
+
+    def __init__(self, prior: DiffusionImagePrior) -> None:
+        self.prior = prior
+        self._tables: dict[float, object] = {}
+
+    def __call__(self, x: Tensor, sigma: float) -> Tensor:
+        """``(B, H, W)`` score of real images, or of the real and imaginary parts of complex ones
+        (as :class:`~recon_core.complex_prior.ComplexPartsPrior`)."""
+        if x.is_complex():
+            parts = self(torch.cat((x.real, x.imag)), sigma)
+            return torch.complex(parts[: x.shape[0]], parts[x.shape[0] :])
+        model = getattr(self.prior, "model", None)
+        num_points = getattr(self.prior, "num_points", None)
+        if not isinstance(model, PoGMDM) or num_points is None:
+            return self.prior.score(x, sigma)
+        if sigma not in self._tables:
+            with torch.no_grad():
+                self._tables[sigma] = model.tables(torch.tensor([sigma], dtype=x.dtype), num_points)
+        levels = torch.full((x.shape[0],), sigma, dtype=x.dtype)
+        group = torch.zeros(x.shape[0], dtype=torch.long)
+        return model.score_tabulated(x, levels, self._tables[sigma], group)  # type: ignore[arg-type]
+
+
+def unrolled_posterior_mean(
+    score: Callable[[Tensor, float], Tensor],
+    line_weights: Tensor,
+    coil_maps: Tensor,
+    kspace: Tensor,
+    levels: tuple[float, ...],
+    noise_std: float,
+    iterations: int = 4,
+    complex_images: bool = True,
+) -> Tensor:
+    """Posterior mean from the data alone: Tweedie step and data consistency, repeated.
+
+    Starts at the coil-combined zero-filled image ``S^H F^H W y``; at each level ``sigma_k``
+    of ``levels`` denoises the estimate (its real part where ``complex_images`` is false),
+    ``D = x + sigma_k^2 score(x, sigma_k)``, and applies
+    :func:`data_consistency` at ``sigma_k``. Unlike :func:`tweedie_posterior_mean` the
+    denoiser sees the aliasing of the pattern, so the gradient also flows through the prior.
+    Shapes as in :func:`tweedie_posterior_mean`; returns ``(B, H, W)`` complex.
+    """
+    weights = line_weights[..., :, None].unsqueeze(-3)
     fft = FFT2Operator()
-    weights = line_weights[..., :, None].unsqueeze(-3)  # (..., 1, H, 1) over (B, C, H, W)
-    precision_prior = 1.0 / sigma.square()[:, None, None]
-    precision_data = 1.0 / noise_std**2
-
-    def normal(x: Tensor) -> Tensor:
-        coil_kspace = fft.forward(coil_maps * x.unsqueeze(-3))
-        back = (coil_maps.conj() * fft.adjoint(weights * coil_kspace)).sum(dim=-3)
-        return precision_prior * x + precision_data * back
-
-    start = denoised.to(kspace.dtype)
-    rhs = precision_prior * start + precision_data * (coil_maps.conj() * fft.adjoint(weights * kspace)).sum(
-        dim=-3
-    )
-    return conjugate_gradient(normal, rhs, start, iterations)
+    estimate = (coil_maps.conj() * fft.adjoint(weights * kspace)).sum(dim=-3)
+    for level in levels:
+        current = estimate if complex_images else estimate.real
+        denoised = current + level**2 * score(current, level)
+        sigma = torch.full((estimate.shape[0],), level, dtype=estimate.real.dtype)
+        estimate = data_consistency(denoised, sigma, line_weights, coil_maps, kspace, noise_std, iterations)
+    return estimate
 
 
 @dataclass(frozen=True)
 class DesignResult:
     """What :func:`design_mask` returns: ``mask`` ``(H,)`` bool with exactly N ``True``;
-    ``logits`` ``(H,)``; ``losses`` the training loss per step."""
+    ``logits`` ``(H,)`` (symmetrised where configured); ``losses`` the training loss per step;
+    ``validation_losses`` the validation loss of each final candidate (the top-N pattern first)."""
 
     mask: Tensor
     logits: Tensor
     losses: tuple[float, ...]
+    validation_losses: tuple[float, ...] = ()
+
+
+def initial_logits(height: int, power: float) -> Tensor:
+    """``(H,)`` logits ``power * log(1 - |k|)``, ``|k| = |i - H // 2| / (H // 2 + 1)``."""
+    distance = (torch.arange(height) - height // 2).abs() / (height // 2 + 1)
+    return power * torch.log1p(-distance)
+
+
+def mirrored(logits: Tensor) -> Tensor:
+    """``(H,)`` logits averaged with their mirror about the centre line ``H // 2`` (a line
+    without a mirror on the grid keeps its own)."""
+    height = logits.shape[0]
+    index = torch.arange(height)
+    partner = 2 * (height // 2) - index
+    partner = torch.where((partner >= 0) & (partner < height), partner, index)
+    return 0.5 * (logits + logits[partner])
 
 
 def simulate_batch(
     images: Tensor, coil_maps: Tensor, sigmas: Tensor, noise_std: float, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
     """Diffused images ``(B, H, W)`` and noisy fully sampled k-space ``(B, C, H, W)`` of the
-    clean ``images`` ``(B, H, W)`` seen through ``coil_maps`` ``(B, C, H, W)``."""
-    diffused = images + sigmas[:, None, None] * torch.randn(images.shape, generator=generator)
+    clean ``images`` ``(B, H, W)`` (real or complex) seen through ``coil_maps`` ``(B, C, H, W)``."""
+    if images.is_complex():  # each part diffused with std sigma
+        draw = torch.randn((2, *images.shape), generator=generator)
+        diffusion = torch.complex(draw[0], draw[1])
+    else:
+        diffusion = torch.randn(images.shape, generator=generator)
+    diffused = images + sigmas[:, None, None] * diffusion
     coil_kspace = FFT2Operator().forward(coil_maps * images.unsqueeze(1).to(coil_maps.dtype))
     noise = torch.randn(coil_kspace.shape, generator=generator, dtype=coil_kspace.dtype)  # unit complex
     return diffused, coil_kspace + noise_std * math.sqrt(2.0) * noise
@@ -260,7 +388,8 @@ def design_mask(
 
     Args:
         prior: the image prior.
-        draw_batch: ``(batch, generator) -> (images (B, H, W) real, coils (B, C, H, W) complex)``.
+        draw_batch: ``(batch, generator) -> (images (B, H, W) real or complex, coils (B, C, H, W)
+            complex)``.
         shape: ``(H, W)``.
         config: the settings.
         progress: called as ``progress(step, loss)`` after every step.
@@ -268,26 +397,68 @@ def design_mask(
     height, _ = check_design(shape, config.lines, config.centre)
     generator = torch.Generator().manual_seed(config.seed)
     forced = forced_lines(height, config.centre)
-    logits = torch.zeros(height, requires_grad=True)
-    optimiser = torch.optim.Adam([logits], lr=config.learning_rate)
+    parameters = initial_logits(height, config.initial_density).requires_grad_(True)
+    optimiser = torch.optim.Adam([parameters], lr=config.learning_rate)
     levels = torch.tensor(config.sigmas, dtype=torch.float32)
     start, end = config.temperature
+    score = DifferentiableScore(prior)
+
+    def effective() -> Tensor:
+        return mirrored(parameters) if config.symmetric else parameters
+
+    def loss_of(
+        mask: Tensor, images: Tensor, coils: Tensor, sigma: Tensor, batch_generator: torch.Generator
+    ) -> Tensor:
+        diffused, kspace = simulate_batch(images, coils, sigma, config.noise_std, batch_generator)
+        if config.estimator == "data":
+            estimate = unrolled_posterior_mean(
+                score,
+                mask,
+                coils,
+                kspace,
+                config.unrolled_levels,
+                config.noise_std,
+                config.cg_iterations,
+                images.is_complex(),
+            )
+        else:
+            estimate = tweedie_posterior_mean(
+                prior, diffused, sigma, mask, coils, kspace, config.noise_std, config.cg_iterations
+            )
+        return (estimate - images).abs().square().mean()
+
     losses = []
     for step in range(config.steps):
         temperature = start * (end / start) ** (step / max(config.steps - 1, 1))
         images, coils = draw_batch(config.batch, generator)
         sigma = levels[torch.randint(len(levels), (images.shape[0],), generator=generator)]
-        diffused, kspace = simulate_batch(images, coils, sigma, config.noise_std, generator)
-        mask = straight_through_lines(logits, config.lines, temperature, forced, generator)
-        estimate = tweedie_posterior_mean(
-            prior, diffused, sigma, mask, coils, kspace, config.noise_std, config.cg_iterations
-        )
-        loss = (estimate - images).abs().square().mean()
+        mask = straight_through_lines(effective(), config.lines, temperature, forced, generator)
+        loss = loss_of(mask, images, coils, sigma, generator)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, losses[-1])
-    final = straight_through_lines(logits.detach(), config.lines, 1.0, forced, None) > 0.5
-    return DesignResult(mask=final, logits=logits.detach().clone(), losses=tuple(losses))
+    with torch.no_grad():
+        final_logits = effective().detach()
+        candidates = [straight_through_lines(final_logits, config.lines, 1.0, forced, None) > 0.5]
+        candidates += [
+            straight_through_lines(final_logits, config.lines, 1.0, forced, generator) > 0.5
+            for _ in range(config.candidates)
+        ]
+        validation = torch.Generator().manual_seed(config.seed + 1)
+        images, coils = draw_batch(config.validation_batch, validation)
+        sigma = levels[torch.randint(len(levels), (images.shape[0],), generator=validation)]
+        state = validation.get_state()
+        scores = []
+        for candidate in candidates:
+            validation.set_state(state)  # the same noise for every candidate
+            scores.append(float(loss_of(candidate.to(torch.float32), images, coils, sigma, validation)))
+    best = min(range(len(candidates)), key=scores.__getitem__)
+    return DesignResult(
+        mask=candidates[best],
+        logits=final_logits.clone(),
+        losses=tuple(losses),
+        validation_losses=tuple(scores),
+    )

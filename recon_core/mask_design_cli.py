@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,12 +99,12 @@ def save_pattern_png(path: Path, mask: np.ndarray, title: str) -> None:
     psf = point_spread(mask)
     side = psf.copy()
     side[lines // 2] = 0.0
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.0, 3.6), height_ratios=(1, 2))
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.0, 3.8), height_ratios=(1, 2))
     top.imshow(
         mask[None, :], cmap="gray_r", aspect="auto", extent=(offsets[0] - 0.5, offsets[-1] + 0.5, 0, 1)
     )
     top.set_yticks([])
-    top.set_title(title, fontsize=9)
+    top.set_title(textwrap.fill(title, 80), fontsize=8)
     top.set_xlabel("ky offset from centre (lines)", fontsize=8)
     bottom.semilogy(offsets, np.maximum(psf, 1e-4), lw=0.8)
     bottom.set_ylim(1e-3, 1.5)

@@ -2,12 +2,12 @@
 grid, seen through simulated smooth coils.
 
 Images come from :mod:`recon_core.training.data` (the MR slices shipped inside public wheels,
-or the user's folder), never from benchmark data. Each image is fitted into the ``(H, W)``
-grid (scaled to fill ``fill`` of the field of view, aspect kept, zero-padded), in its own
+or the user's folder), never from benchmark data. Each image is placed into the ``(H, W)``
+grid at its own pixel size (shrunk only where it would not fit, zero-padded), in its own
 orientation and transposed, so that the pattern does not learn one anatomy's orientation.
-Every draw flips the image at random and turns a ring of ``C`` birdcage-like coils
-(:func:`~recon_core.phantom.birdcage_coil_maps`) by a random angle; the coils are
-RSS-normalised (``sum_c |s_c|^2 = 1``).
+Every draw flips the image at random, gives it a smooth random phase, and turns a ring of
+``C`` birdcage-like coils (:func:`~recon_core.phantom.birdcage_coil_maps`) by a random angle;
+the coils are RSS-normalised (``sum_c |s_c|^2 = 1``).
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from recon_core.training.data import ImageSource
 
 
 def fit_to_grid(image: np.ndarray, shape: tuple[int, int], fill: float = 0.9) -> Tensor:
-    """``image`` ``(h, w)`` resampled (bilinear, aspect kept) to fill ``fill`` of ``shape``
-    ``(H, W)`` and zero-padded to it; scaled to max 1. Returns ``(H, W)`` float32."""
+    """``image`` ``(h, w)`` zero-padded into ``shape`` ``(H, W)`` at its own pixel size, or, where
+    it is larger than ``fill`` of the grid, first shrunk to fit (bilinear with antialiasing,
+    aspect kept); never enlarged, so that its fine detail keeps its spatial frequencies. Scaled
+    to max 1. Returns ``(H, W)`` float32."""
     height, width = shape
     source = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
-    zoom = fill * min(height / source.shape[0], width / source.shape[1])
+    zoom = min(1.0, fill * min(height / source.shape[0], width / source.shape[1]))
     new_height = max(1, min(height, round(source.shape[0] * zoom)))
     new_width = max(1, min(width, round(source.shape[1] * zoom)))
     resized = torch.nn.functional.interpolate(
-        source[None, None], size=(new_height, new_width), mode="bilinear", align_corners=False
+        source[None, None], size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True
     )[0, 0].clamp_min(0.0)
     out = torch.zeros(height, width)
     top, left = (height - new_height) // 2, (width - new_width) // 2
@@ -50,10 +52,18 @@ class TrainingExamples:
         shape: ``(H, W)`` target grid.
         num_coils: coils of the simulated ring.
         fill: fraction of the field of view the object fills.
+        phase: peak of a smooth random object phase (radians; 0: real images). MR images are
+            complex: without a phase, k-space is conjugate-symmetric and a pattern learns to
+            measure one half only.
     """
 
     def __init__(
-        self, sources: Sequence[ImageSource], shape: tuple[int, int], num_coils: int, fill: float = 0.9
+        self,
+        sources: Sequence[ImageSource],
+        shape: tuple[int, int],
+        num_coils: int,
+        fill: float = 0.9,
+        phase: float = math.pi,
     ):
         if num_coils < 1:
             raise ValueError(f"the number of coils must be >= 1, got {num_coils}")
@@ -67,6 +77,16 @@ class TrainingExamples:
         self.images = torch.stack(fitted)
         self.shape = shape
         self.num_coils = num_coils
+        self.phase = phase
+
+    def object_phase(self, generator: torch.Generator) -> Tensor:
+        """``(H, W)`` smooth random phase (radians): a 4 x 4 Gaussian field, bicubic-upsampled,
+        peak magnitude ``phase``."""
+        coarse = torch.randn(1, 1, 4, 4, generator=generator)
+        field = torch.nn.functional.interpolate(coarse, size=self.shape, mode="bicubic", align_corners=True)[
+            0, 0
+        ]
+        return self.phase * field / field.abs().max().clamp_min(1e-12)
 
     def coils(self, rotation: float) -> Tensor:
         """``(C, H, W)`` RSS-normalised ring coils turned by ``rotation`` radians."""
@@ -86,6 +106,8 @@ class TrainingExamples:
                 image = image.flip(0)
             if flip_cols:
                 image = image.flip(1)
+            if self.phase > 0:
+                image = torch.polar(image, self.object_phase(generator))
             images.append(image)
             coils.append(self.coils(rotation))
         return torch.stack(images), torch.stack(coils)

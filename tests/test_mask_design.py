@@ -17,6 +17,8 @@ from recon_core.mask_design import (
     conjugate_gradient,
     design_mask,
     forced_lines,
+    initial_logits,
+    mirrored,
     simulate_batch,
     straight_through_lines,
     tweedie_posterior_mean,
@@ -124,7 +126,9 @@ def test_gradient_with_respect_to_logits_is_finite_and_non_zero(prior) -> None:
 
 
 def test_design_is_deterministic_for_a_seed_and_keeps_the_budget(prior) -> None:
-    config = DesignConfig(lines=9, centre=3, steps=3, batch=1, cg_iterations=2, seed=7)
+    config = DesignConfig(
+        lines=9, centre=3, steps=3, batch=1, cg_iterations=2, candidates=2, validation_batch=1, seed=7
+    )
     first = design_mask(prior, _batch, SHAPE, config)
     second = design_mask(prior, _batch, SHAPE, config)
     assert torch.equal(first.mask, second.mask) and first.losses == second.losses
@@ -132,6 +136,25 @@ def test_design_is_deterministic_for_a_seed_and_keeps_the_budget(prior) -> None:
     assert int(first.mask.sum()) == 9
     assert bool(first.mask[torch.as_tensor(centre_lines(SHAPE[0], 3))].all())
     assert all(math.isfinite(loss) for loss in first.losses)
+    assert len(first.validation_losses) == 3 and all(math.isfinite(v) for v in first.validation_losses)
+    diffused = DesignConfig(
+        lines=9, centre=3, steps=2, batch=1, estimator="diffused", candidates=1, validation_batch=1
+    )
+    assert int(design_mask(prior, _batch, SHAPE, diffused).mask.sum()) == 9
+
+
+def test_mirrored_logits_are_symmetric_and_initial_logits_favour_the_centre() -> None:
+    logits = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    symmetric = mirrored(logits)
+    offsets = torch.arange(1, 16)
+    assert torch.equal(symmetric[16 + offsets], symmetric[16 - offsets])
+    assert symmetric[0] == logits[0]  # no mirror on an even grid
+    initial = initial_logits(33, 2.0)
+    assert (
+        initial[16] == 0.0
+        and bool((initial[16:].diff() < 0).all())
+        and torch.allclose(initial, initial.flip(0))
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,3 +237,31 @@ def test_variable_density_and_spread_masks_keep_count_and_centre(lines: int, cen
     )
     with pytest.raises(ValueError):
         variable_density_lines_mask(shape, 181, 0)
+
+
+def test_undersampled_raw_keeps_the_listed_lines_and_moves_the_slice_flags(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import ismrmrd
+
+    from gadgets.undersample import read_lines, undersample_raw
+
+    mask = np.zeros(180, dtype=bool)
+    mask[[3, 50, 88, 89, 90, 91, 179]] = True
+    np.save(tmp_path / "mask.npy", mask)
+    target = tmp_path / "sub.h5"
+    assert (
+        undersample_raw(
+            shared_data / "berkeley_brain8ch" / "raw_full.h5", read_lines(tmp_path / "mask.npy"), target
+        )
+        == 7
+    )
+    dataset = ismrmrd.Dataset(str(target), "dataset", False)
+    try:
+        acquisitions = [dataset.read_acquisition(i) for i in range(dataset.number_of_acquisitions())]
+    finally:
+        dataset.close()
+    assert [a.idx.kspace_encode_step_1 for a in acquisitions] == np.flatnonzero(mask).tolist()
+    assert acquisitions[0].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE)
+    assert acquisitions[-1].is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)
+    assert not any(a.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) for a in acquisitions[:-1])
