@@ -48,9 +48,10 @@ from recon_core.sampling import random_lines_mask, spread_lines_mask, variable_d
 FIGURE = REPO / "docs" / "figures" / "sampling.png"
 BUDGETS = {4: (45, 14), 8: (22, 7)}
 """R -> (lines, centre lines) on the 180 ky lines of the brain."""
-FAMILIES = ("learned", "vd_random", "uniform_random", "equispaced")
+FAMILIES = ("learned", "learned_alt", "vd_random", "uniform_random", "equispaced")
 LABELS = {
     "learned": "learned (pogmdm-design-mask)",
+    "learned_alt": "learned (--estimator data)",
     "vd_random": "VD random",
     "uniform_random": "uniform random",
     "equispaced": "equispaced + calibration",
@@ -76,12 +77,14 @@ def uniform_lines(height: int, lines: int, centre: int, seed: int) -> np.ndarray
 
 
 def masks_for(
-    acceleration: int, height: int, learned: np.ndarray, seeds: int
+    acceleration: int, height: int, learned: dict[str, np.ndarray], seeds: int
 ) -> list[tuple[str, int | None, np.ndarray]]:
     lines, centre = BUDGETS[acceleration]
-    if learned.shape != (height,) or int(learned.sum()) != lines:
-        raise ValueError(f"learned mask for R={acceleration} must be ({height},) with {lines} lines")
-    out: list[tuple[str, int | None, np.ndarray]] = [("learned", None, learned.astype(bool))]
+    out: list[tuple[str, int | None, np.ndarray]] = []
+    for family, mask in learned.items():
+        if mask.shape != (height,) or int(mask.sum()) != lines:
+            raise ValueError(f"{family} mask for R={acceleration} must be ({height},) with {lines} lines")
+        out.append((family, None, mask.astype(bool)))
     for seed in range(seeds):
         out.append(
             ("vd_random", seed, variable_density_lines_mask((height, 2), lines, centre, seed)[:, 0].numpy())
@@ -146,7 +149,18 @@ def save_figure(results: dict[int, list[Run]], reference: np.ndarray, path: Path
     import matplotlib.pyplot as plt
 
     rows = list(results)
-    shown = [("learned", None), ("vd_random", 0), ("uniform_random", 0), ("equispaced", None)]
+    present = {run.family for runs in results.values() for run in runs}
+    shown = [
+        (family, seed)
+        for family, seed in [
+            ("learned", None),
+            ("learned_alt", None),
+            ("vd_random", 0),
+            ("uniform_random", 0),
+            ("equispaced", None),
+        ]
+        if family in present
+    ]
     columns = len(shown) + 1
     figure, axes = plt.subplots(
         2 * len(rows),
@@ -159,7 +173,13 @@ def save_figure(results: dict[int, list[Run]], reference: np.ndarray, path: Path
     for row, acceleration in enumerate(rows):
         mask_axes, image_axes = axes[2 * row], axes[2 * row + 1]
         for column, (family, seed) in enumerate(shown):
-            run = next(r for r in results[acceleration] if r.family == family and r.seed in (seed, None))
+            run = next(
+                (r for r in results[acceleration] if r.family == family and r.seed in (seed, None)), None
+            )
+            if run is None:
+                mask_axes[column].axis("off")
+                image_axes[column].axis("off")
+                continue
             mask_axes[column].imshow(run.lines[None, :], cmap="gray_r", aspect="auto")
             mask_axes[column].set_title(f"R={acceleration} {LABELS[family]}", fontsize=7)
             image_axes[column].imshow(run.scores.scale * np.abs(run.image), cmap="gray", vmin=0, vmax=peak)
@@ -188,6 +208,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="R=FILE",
         help="a learned (NY,) bool mask for acceleration R (4 or 8); else designed here",
     )
+    parser.add_argument(
+        "--learned-alt",
+        action="append",
+        default=[],
+        metavar="R=FILE",
+        help="a second learned mask for R (e.g. made with other design settings), shown beside",
+    )
     parser.add_argument("--accelerations", default="4,8")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each random family")
     parser.add_argument("--steps", type=int, default=DesignConfig(lines=1).steps, help="design steps")
@@ -206,6 +233,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         if family not in FAMILIES:
             parser.error(f"unknown family {family!r}")
     args.learned = {int(item.split("=", 1)[0]): Path(item.split("=", 1)[1]) for item in args.learned}
+    args.learned_alt = {int(item.split("=", 1)[0]): Path(item.split("=", 1)[1]) for item in args.learned_alt}
     return args
 
 
@@ -220,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     config = load_preset(args.preset)
     results: dict[int, list[Run]] = {}
     for acceleration in args.accelerations:
-        learned = learned_mask(acceleration, height, width, args)
+        learned = {"learned": learned_mask(acceleration, height, width, args)}
+        if acceleration in args.learned_alt:
+            learned["learned_alt"] = np.load(args.learned_alt[acceleration]).astype(bool)
         results[acceleration] = []
         for family, seed, lines in masks_for(acceleration, height, learned, args.seeds):
             if family not in args.families:

@@ -79,18 +79,18 @@ class DesignConfig:
 
     lines: int
     centre: int = 0
-    steps: int = 150
+    steps: int = 300
     batch: int = 2
     learning_rate: float = 0.1
     temperature: tuple[float, float] = (1.0, 0.1)
     sigmas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
     noise_std: float = 0.002
-    cg_iterations: int = 4
-    estimator: Literal["diffused", "data"] = "data"
+    cg_iterations: int = 6
+    estimator: Literal["diffused", "data"] = "diffused"
     unrolled_levels: tuple[float, ...] = (0.1, 0.05, 0.02)
     initial_density: float = 2.0
     symmetric: bool = True
-    candidates: int = 16
+    candidates: int = 32
     validation_batch: int = 4
     seed: int = 0
 

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.noise_std,
         help="simulated k-space noise std (images scaled to max 1)",
     )
+    parser.add_argument(
+        "--estimator",
+        choices=("diffused", "data"),
+        default=defaults.estimator,
+        help="the estimate whose error is minimised: one Tweedie step from a diffused image "
+        "(default) or three Tweedie + data-consistency steps from the data alone",
+    )
     parser.add_argument("--prior", default="shearlet", help="shipped prior name or .safetensors file")
     parser.add_argument(
         "--data",
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             batch=args.batch,
             noise_std=args.noise_std,
+            estimator=args.estimator,
             seed=args.seed,
         )
     except ValueError as error:
