@@ -14,16 +14,20 @@ from recon_core.data_term import normalised_coils
 from recon_core.mask_design import (
     DesignConfig,
     check_design,
-    conjugate_gradient,
     design_mask,
     forced_lines,
     initial_logits,
     mirrored,
-    simulate_batch,
     straight_through_lines,
-    tweedie_posterior_mean,
 )
 from recon_core.mask_design_cli import main, point_spread
+from recon_core.mask_estimates import (
+    DifferentiableScore,
+    conjugate_gradient,
+    simulate_batch,
+    tweedie_posterior_mean,
+    unrolled_posterior_mean,
+)
 from recon_core.phantom import birdcage_coil_maps, shepp_logan
 from recon_core.prior import load_prior
 from recon_core.sampling import centre_lines, spread_lines_mask, variable_density_lines_mask
@@ -265,3 +269,26 @@ def test_undersampled_raw_keeps_the_listed_lines_and_moves_the_slice_flags(
     assert acquisitions[0].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE)
     assert acquisitions[-1].is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)
     assert not any(a.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) for a in acquisitions[:-1])
+
+
+def test_differentiable_score_matches_the_tabulated_score_and_carries_gradients(prior) -> None:
+    generator = torch.Generator().manual_seed(6)
+    x = torch.rand(2, *SHAPE, generator=generator, requires_grad=True)
+    score = DifferentiableScore(prior)
+    value = score(x, 0.1)
+    assert torch.allclose(value.detach(), prior.score(x.detach(), 0.1), atol=1e-6)
+    value.square().sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().max()) > 0
+    complex_x = torch.complex(x.detach(), x.detach().flip(-1))
+    parts = score(complex_x, 0.1)
+    assert torch.allclose(parts.imag, prior.score(x.detach().flip(-1), 0.1), atol=1e-6)
+
+
+def test_unrolled_estimate_with_every_line_and_little_noise_recovers_the_image(prior) -> None:
+    generator = torch.Generator().manual_seed(8)
+    images, coils = _batch(2, generator)
+    _, kspace = simulate_batch(images, coils, torch.full((2,), 0.1), 1e-4, generator)
+    estimate = unrolled_posterior_mean(
+        DifferentiableScore(prior), torch.ones(SHAPE[0]), coils, kspace, (0.1, 0.05), 1e-4, 4
+    )
+    assert float((estimate - images).abs().max()) < 1e-2
