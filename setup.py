@@ -38,6 +38,7 @@ setup(
         "console_scripts": [
             "pogmdm-recon=gadgets.replay:main",
             "pogmdm-train=recon_core.training.cli:main",
+            "pogmdm-design-mask=recon_core.mask_design_cli:main",
         ],
     },
 )

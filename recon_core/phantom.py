@@ -41,13 +41,19 @@ def shepp_logan(height: int, width: int | None = None, dtype: torch.dtype = torc
 
 
 def birdcage_coil_maps(
-    num_coils: int, height: int, width: int, radius: float = 1.5, dtype: torch.dtype = torch.complex64
+    num_coils: int,
+    height: int,
+    width: int,
+    radius: float = 1.5,
+    dtype: torch.dtype = torch.complex64,
+    rotation: float = 0.0,
 ) -> Tensor:
     """Smooth complex coil sensitivities of coils spaced evenly on a ring.
 
     A simple Biot-Savart-like model: coil ``c`` sits at angle ``2 pi c / C`` on a circle of
     ``radius`` (in units of the half field of view); its sensitivity falls off as the inverse
-    distance and carries the phase of the direction to the coil.
+    distance and carries the phase of the direction to the coil. ``rotation`` (radians) turns
+    the whole ring.
 
     Returns:
         ``(num_coils, height, width)`` complex maps.
@@ -56,7 +62,7 @@ def birdcage_coil_maps(
     x = torch.linspace(-1.0, 1.0, width, dtype=torch.float64)[None, :]
     maps = []
     for coil in range(num_coils):
-        angle = 2.0 * math.pi * coil / num_coils
+        angle = 2.0 * math.pi * coil / num_coils + rotation
         dx = x - radius * math.cos(angle)
         dy = y - radius * math.sin(angle)
         distance = torch.sqrt(dx**2 + dy**2)

@@ -61,6 +61,44 @@ def random_lines_mask(
     return _lines_to_mask(np.concatenate([centre, chosen]), (height, width))
 
 
+def variable_density_lines_mask(
+    shape: tuple[int, int], lines: int, centre: int, seed: int = 0, power: float = 2.0
+) -> Tensor:
+    """1D variable-density random ky undersampling: exactly ``lines`` lines in total.
+
+    ``centre`` contiguous centre lines, the rest drawn without replacement with probability
+    proportional to ``(1 - |ky - H // 2| / (H // 2 + 1)) ** power`` (denser near the centre).
+
+    Raises:
+        ValueError: for ``lines`` outside ``[centre, H]`` or a negative ``centre`` / ``power``.
+    """
+    height, width = _check_shape(shape)
+    if centre < 0 or power < 0 or not centre <= lines <= height:
+        raise ValueError(
+            f"need 0 <= centre <= lines <= {height} and power >= 0, got {centre}, {lines}, {power}"
+        )
+    fixed = centre_lines(height, centre)
+    others = np.setdiff1d(np.arange(height), fixed)
+    distance = np.abs(others - height // 2) / (height // 2 + 1)
+    weights = (1.0 - distance) ** power
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(others, size=lines - fixed.size, replace=False, p=weights / weights.sum())
+    return _lines_to_mask(np.concatenate([fixed, chosen]), (height, width))
+
+
+def spread_lines_mask(shape: tuple[int, int], lines: int, centre: int) -> Tensor:
+    """Equispaced ky lines plus ``centre`` calibration lines, exactly ``lines`` in total: the
+    ``lines - centre`` outer lines evenly spread over the lines outside the centre block."""
+    height, width = _check_shape(shape)
+    if centre < 0 or not centre <= lines <= height:
+        raise ValueError(f"need 0 <= centre <= lines <= {height}, got centre {centre}, lines {lines}")
+    fixed = centre_lines(height, centre)
+    others = np.setdiff1d(np.arange(height), fixed)
+    count = lines - fixed.size
+    picks = np.floor((np.arange(count) + 0.5) * others.size / max(count, 1)).astype(int)
+    return _lines_to_mask(np.concatenate([fixed, others[picks]]), (height, width))
+
+
 def equispaced_lines_mask(
     shape: tuple[int, int], acceleration: int, calibration_lines: int = 0, offset: int | None = None
 ) -> Tensor:
