@@ -135,7 +135,9 @@ class DifferentiableScore:
             return self.prior.score(x, sigma)
         if sigma not in self._tables:
             with torch.no_grad():
-                self._tables[sigma] = model.tables(torch.tensor([sigma], dtype=x.dtype), num_points)
+                nodes_per_std = getattr(self.prior, "nodes_per_std", None)
+                level = torch.tensor([sigma], dtype=x.dtype)
+                self._tables[sigma] = model.tables(level, num_points, nodes_per_std)
         levels = torch.full((x.shape[0],), sigma, dtype=x.dtype)
         group = torch.zeros(x.shape[0], dtype=torch.long)
         return model.score_tabulated(x, levels, self._tables[sigma], group)  # type: ignore[arg-type]
