@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from operator_checks import assert_adjoint, random_complex
 from scipy import fft as scipy_fft
 
 from recon_core.coil_prior import (
@@ -15,7 +16,6 @@ from recon_core.coil_prior import (
     smoothness_energy,
     smoothness_prox,
 )
-from recon_core.testing import assert_adjoint, random_complex
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (6, 8), (9, 4)])

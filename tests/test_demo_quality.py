@@ -3,12 +3,12 @@ ground truth (the simulated phantom times the RSS of the simulated coils)."""
 
 from __future__ import annotations
 
+from gadget_helpers import read_raw
 from test_reconstruction import nmse
 
 from gadgets.assembly import SliceAssembler, assemble_slice
 from gadgets.demo_data import demo_raw_file
 from gadgets.encoding import encoding_from_header, parse_header
-from gadgets.testing import read_raw
 from recon_core.config import load_preset
 from recon_core.phantom import birdcage_coil_maps, shepp_logan
 from recon_core.reconstruction import reconstruct

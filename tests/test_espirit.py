@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from operator_checks import random_complex
 from smooth_prior import SmoothTVPrior
 from test_reconstruction import nmse
 
@@ -18,7 +19,6 @@ from recon_core.operators import FFT2Operator, multicoil_forward_operator
 from recon_core.phantom import birdcage_coil_maps, shepp_logan
 from recon_core.reconstruction import final_map_sigma, reconstruct
 from recon_core.sampling import equispaced_lines_mask, poisson_disc_mask, random_lines_mask
-from recon_core.testing import random_complex
 
 SIZE, COILS = 64, 8
 

@@ -14,6 +14,7 @@ import ismrmrd
 import numpy as np
 import pytest
 import torch
+from gadget_helpers import read_raw, replay_acquisitions
 from test_gadget_wire import ITERATIONS, PRIOR, listen_leaks_its_socket
 
 from gadgets.assembly import RejectedReadoutError, SliceAssembler, check_sampling
@@ -21,7 +22,6 @@ from gadgets.demo_data import SyntheticScan, header_xml, sampled_lines, write_sy
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import load_image_prior
 from gadgets.settings import settings_from_properties
-from gadgets.testing import read_raw, replay_acquisitions
 from recon_core.prior.io import load_prior, save_prior
 from recon_core.prior.model import PoGMDM
 

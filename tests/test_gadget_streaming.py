@@ -17,9 +17,9 @@ from typing import Any
 
 import ismrmrd
 import pytest
+from gadget_helpers import generator_available, read_raw, shepp_logan_raw
 
 from gadgets.pogmdm_gadget import run_gadget
-from gadgets.testing import generator_available, read_raw, shepp_logan_raw
 
 CONFIG = (
     '<configuration><property name="map_iterations" value="2"/>'

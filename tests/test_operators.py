@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from operator_checks import adjointness_error, assert_adjoint, random_complex
 
 from recon_core.operators import (
     CartesianMaskOperator,
@@ -12,7 +13,6 @@ from recon_core.operators import (
     IdentityOperator,
     multicoil_forward_operator,
 )
-from recon_core.testing import adjointness_error, assert_adjoint, random_complex
 
 SHAPES = [(1, 8, 8), (4, 16, 12), (8, 31, 17)]  # (coils, H, W): even, odd, non-square
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from operator_checks import random_complex
 
 from recon_core.readout import (
     centre_readout,
@@ -16,7 +17,6 @@ from recon_core.readout import (
     readout_support,
     remove_readout_oversampling,
 )
-from recon_core.testing import random_complex
 
 
 def _centred_fft(x: torch.Tensor) -> torch.Tensor:

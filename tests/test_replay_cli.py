@@ -9,10 +9,10 @@ import ismrmrd
 import matplotlib.image
 import numpy as np
 import pytest
+from gadget_helpers import prior_weights_for_tests
 
 from gadgets.demo_data import demo_raw_file
 from gadgets.replay import main
-from gadgets.testing import prior_weights_for_tests
 
 FAST = ["--set", "iterations=3", "--set", "device=cpu", "--threads", "1"]
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the gadget, wire-protocol and replay tests (not used by the product).
+"""Helpers shared by the gadget, wire-protocol and replay tests (test-only, not installed).
 
 * :func:`prior_weights_for_tests`: a weights file for the image prior: the shipped one where it
   exists, else a freshly initialised (untrained) PoGMDM written once to ``folder``, so the
