@@ -36,6 +36,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_tv_chambolle
 
+from recon_core.fourier import centred_ifft
 from recon_core.prior import load_prior
 from recon_core.prior.model import PoGMDM
 
@@ -103,9 +104,7 @@ def berkeley_brain(data: Path) -> np.ndarray:
     kspace = np.fromfile(data / "berkeley_brain8ch" / "kspace_full.cfl", np.complex64).reshape(
         (230, 180, 8), order="F"
     )
-    coils = np.fft.fftshift(
-        np.fft.ifft2(np.fft.ifftshift(kspace, axes=(0, 1)), axes=(0, 1), norm="ortho"), axes=(0, 1)
-    )
+    coils = centred_ifft(kspace.astype(np.complex128), (0, 1))
     image = np.sqrt((np.abs(coils) ** 2).sum(axis=-1))
     return (image / image.max()).astype(np.float32)
 

@@ -44,6 +44,7 @@ from metrics import Scores, object_support, score, std_error_rank_correlation  #
 from peers import bart_nlinv, bart_pics_l1, espirit_maps, sigpy_l1_wavelet  # noqa: E402
 
 from recon_core.config import ReconConfig, load_preset  # noqa: E402
+from recon_core.fourier import centred_ifft  # noqa: E402
 from recon_core.kspace import KSpaceSlice  # noqa: E402
 from recon_core.reconstruction import reconstruct  # noqa: E402
 from recon_core.sampling import (  # noqa: E402
@@ -100,9 +101,7 @@ def load_kspace(path: Path) -> np.ndarray:
 
 
 def rss_image(kspace: np.ndarray) -> np.ndarray:
-    coil_images = np.fft.fftshift(
-        np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
-    )
+    coil_images = centred_ifft(kspace.astype(np.complex128))
     return np.sqrt((np.abs(coil_images) ** 2).sum(axis=0))
 
 

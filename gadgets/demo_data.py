@@ -25,6 +25,7 @@ import ismrmrd
 import numpy as np
 import torch
 
+from recon_core.fourier import centred_fft
 from recon_core.operators import FFT2Operator
 from recon_core.phantom import birdcage_coil_maps, shepp_logan
 from recon_core.readout import crop_or_pad
@@ -163,8 +164,7 @@ def simulate_kspace(scan: SyntheticScan) -> torch.Tensor:
     volume = torch.stack([partition_object(matrix, p) for p in range(scan.partitions)])
     volume = crop_or_pad(volume.to(torch.complex64), readout, dim=-1)
     kspace = FFT2Operator()(coil_maps[:, None] * volume[None])  # (C, kz=z, ky, kx)
-    shifted = torch.fft.ifftshift(kspace, dim=1)
-    return torch.fft.fftshift(torch.fft.fft(shifted, dim=1, norm="ortho"), dim=1)
+    return centred_fft(kspace, 1)
 
 
 def write_synthetic_raw(path: Path | str, scan: SyntheticScan = SyntheticScan()) -> Path:

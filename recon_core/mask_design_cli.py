@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon_core.fourier import centred_ifft
 from recon_core.mask_design import DesignConfig, DesignResult, check_design, design_mask
 
 
@@ -83,7 +84,7 @@ def write_line_list(path: Path, mask: np.ndarray, header: str) -> None:
 
 def point_spread(mask: np.ndarray) -> np.ndarray:
     """``|PSF|`` of a ky line mask ``(NY,)``, normalised to 1 at the centre, centred."""
-    psf = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(mask.astype(np.float64))))
+    psf = centred_ifft(mask.astype(np.complex128), 0)
     return np.abs(psf) / max(np.abs(psf).max(), 1e-30)
 
 

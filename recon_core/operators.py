@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon_core.fourier import centred_fft, centred_ifft
+
 
 class LinearOperator:
     """Base class: a linear map with an explicit adjoint."""
@@ -107,12 +109,10 @@ class FFT2Operator(LinearOperator):
     dims = (-2, -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        shifted = torch.fft.ifftshift(x, dim=self.dims)
-        return torch.fft.fftshift(torch.fft.fft2(shifted, norm="ortho"), dim=self.dims)
+        return centred_fft(x, self.dims)
 
     def adjoint(self, y: Tensor) -> Tensor:
-        shifted = torch.fft.ifftshift(y, dim=self.dims)
-        return torch.fft.fftshift(torch.fft.ifft2(shifted, norm="ortho"), dim=self.dims)
+        return centred_ifft(y, self.dims)
 
     def gram(self, x: Tensor) -> Tensor:
         return x

@@ -24,15 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _centred_ifft(x: Tensor, dim: int) -> Tensor:
-    shifted = torch.fft.ifftshift(x, dim=dim)
-    return torch.fft.fftshift(torch.fft.ifft(shifted, dim=dim, norm="ortho"), dim=dim)
-
-
-def _centred_fft(x: Tensor, dim: int) -> Tensor:
-    shifted = torch.fft.ifftshift(x, dim=dim)
-    return torch.fft.fftshift(torch.fft.fft(shifted, dim=dim, norm="ortho"), dim=dim)
+from recon_core.fourier import centred_fft, centred_ifft
 
 
 def _centre_window(size: int, target: int) -> tuple[int, int, int]:
@@ -104,8 +96,8 @@ def remove_readout_oversampling(lines: Tensor, output_samples: int) -> Tensor:
         raise ValueError(f"cannot remove oversampling from {samples} to {output_samples} samples")
     if output_samples == samples:
         return lines
-    image = _centred_ifft(lines, dim=-1)
-    return _centred_fft(crop_or_pad(image, output_samples, dim=-1), dim=-1)
+    image = centred_ifft(lines, -1)
+    return centred_fft(crop_or_pad(image, output_samples, dim=-1), -1)
 
 
 def readout_support(acquired: tuple[int, int], input_samples: int, output_samples: int) -> Tensor:
@@ -184,15 +176,15 @@ def kz_to_partitions(kspace: Tensor, partitions: int, dim: int = -3) -> Tensor:
     """
     planes = kspace.shape[dim]
     resized = crop_or_pad(kspace, partitions, dim=dim)
-    hybrid = _centred_ifft(resized, dim=dim)
+    hybrid = centred_ifft(resized, dim)
     return hybrid * (partitions / planes) ** 0.5 if partitions > planes else hybrid
 
 
 def _fourier_resample(image: Tensor, size: int, dim: int) -> Tensor:
     """Band-limited interpolation of a real image along ``dim`` (zero-pad / truncate its spectrum)."""
-    spectrum = _centred_fft(image.to(torch.complex64), dim=dim)
+    spectrum = centred_fft(image.to(torch.complex64), dim)
     scale = (size / image.shape[dim]) ** 0.5
-    resampled = _centred_ifft(crop_or_pad(spectrum, size, dim=dim), dim=dim).real * scale
+    resampled = centred_ifft(crop_or_pad(spectrum, size, dim=dim), dim).real * scale
     return resampled.clamp(min=0.0).to(image.dtype)
 
 

@@ -101,3 +101,20 @@ def test_identity_and_bad_inputs() -> None:
         CoilSensitivityOperator(torch.ones(4, 4, dtype=torch.complex64))
     with pytest.raises(ValueError, match="mask"):
         CartesianMaskOperator(torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 7, 5)])
+def test_centred_fft_matches_numpy_and_is_its_own_adjoint(shape: tuple[int, ...]) -> None:
+    import numpy as np
+
+    from recon_core.fourier import centred_fft, centred_ifft
+
+    generator = torch.Generator().manual_seed(4)
+    x = random_complex(shape, generator, "cpu").to(torch.complex128)
+    expected = np.fft.fftshift(
+        np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    assert np.allclose(centred_fft(x).numpy(), expected, atol=1e-12)
+    assert np.allclose(centred_fft(x.numpy()), expected, atol=1e-12)  # NumPy in, NumPy out
+    assert torch.allclose(centred_ifft(centred_fft(x)), x, atol=1e-12)
+    assert_adjoint(lambda u: centred_fft(u, -1), lambda k: centred_ifft(k, -1), shape, shape)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recon_core.fourier import centred_ifft
+
 MNI_TRAIN_SLICES = tuple(range(20, 100, 4))
 MNI_HELDOUT_SLICES = (115, 125, 135)
 MIN_SIGNAL = 0.02
@@ -136,8 +138,7 @@ def _read_h5(path: Path) -> list[np.ndarray]:
             kspace = np.asarray(handle["kspace"])
             if kspace.ndim == 3:  # (slices, ky, kx), single coil
                 kspace = kspace[:, None]
-            shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
-            coils = np.fft.fftshift(np.fft.ifft2(shifted, norm="ortho"), axes=(-2, -1))
+            coils = centred_ifft(kspace.astype(np.complex128))
             return _slices(np.sqrt((np.abs(coils) ** 2).sum(axis=1)), axis=0)
     raise ValueError(f"{path}: no 'reconstruction_rss' or 'kspace' dataset")
 
