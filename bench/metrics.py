@@ -1,4 +1,4 @@
-"""Image quality metrics of the benchmark (ALGORITHM.md section 5), on magnitude images.
+"""Image quality metrics of the benchmark (docs/ALGORITHM.md section 5), on magnitude images.
 
 One scaling rule for every method: the estimate is multiplied by its least-squares scale to
 the reference over the object support, ``a = <x, ref> / <x, x>``, then

@@ -24,7 +24,7 @@ CoilStart = Literal["auto", "espirit", "lowpass"]
 class ReconConfig:
     """Every knob of the joint image / coil reconstruction, with its default and why.
 
-    Units: images live on the normalised scale of ALGORITHM.md section 1 (the data divided by
+    Units: images live on the normalised scale of docs/ALGORITHM.md section 1 (the data divided by
     the maximum of the central zero-filled RSS image, so the object's maximum is about 1).
     The defaults below are the reference values; the presets (``config/presets/*.yaml``)
     override the budget knobs (method, chains, levels, steps, coil update interval).
@@ -97,7 +97,7 @@ class ReconConfig:
             ``scale_region`` fraction of each image axis (1: the whole image).
         final_denoise: denoise every chain once with Tweedie's formula at ``sigma_min``.
         clamp_every_step: project the sampler's image onto ``u >= 0`` after every Langevin step
-            (ALGORITHM.md) or only the final samples.
+            (the design card) or only the final samples.
         initialisation: sampler start: zero-filled coil combination, pure noise, or ``"map"``:
             the MAP estimate (image and coils, ``map_*`` settings) - all plus ``sigma_max``
             noise. From the MAP start the chains only need to explore the posterior around it,
@@ -105,7 +105,7 @@ class ReconConfig:
         seed: random seed (same seed, same result on the same device).
         image_model: ``"complex"``: the image is complex and carries the object phase, the
             prior acts on its real and imaginary parts (:mod:`recon_core.complex_prior`), the
-            coils carry only smooth phase; ``"magnitude"``: ALGORITHM.md's real non-negative
+            coils carry only smooth phase; ``"magnitude"``: the design card's real non-negative
             image, all phase in the smooth coils (fails where the object phase is not smooth,
             e.g. at the scalp of a brain: MAP on the Berkeley brain: 4.9 dB lower on 1D random
             R=4, 8.7 dB on equispaced R=4).

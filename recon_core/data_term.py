@@ -3,7 +3,7 @@
     D(u, c) = (lambda / 2) * sum_c || M F(u s_c) - y_c ||^2,   s_c = c_c / R,
     R = sqrt(sum_l |c_l|^2 + eps^2)
 
-with ``r`` the k-space residual and ``g_c = F^H M^H r_c`` (ALGORITHM.md section 1):
+with ``r`` the k-space residual and ``g_c = F^H M^H r_c`` (docs/ALGORITHM.md section 1):
 
     grad_u D = lambda * Re( sum_c conj(s_c) g_c )        (real u; without Re for complex u)
     grad_c D = lambda * ( w_c / R - c_c * Re( sum_l conj(c_l) w_l ) / R^3 ),   w_c = conj(u) g_c

@@ -1,4 +1,4 @@
-"""Deterministic MAP estimate: alternating proximal-gradient steps on the image and the coils.
+"""Deterministic MAP estimate: alternating proximal-gradient steps on image and coils (docs/ALGORITHM.md 4.4).
 
     minimise_{u, c}  lambda_k * D_1(u, c) + E(u, sigma_k) + (mu/2) ||grad c||^2 (coil part on D_1)
 

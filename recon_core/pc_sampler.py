@@ -1,4 +1,4 @@
-"""Predictor-corrector posterior sampling of image and coils (ScoreMRI style).
+"""Predictor-corrector posterior sampling of image and coils, ScoreMRI style (docs/ALGORITHM.md 4.6).
 
 Chung & Ye, "Score-based diffusion models for accelerated MRI" (Med. Image Anal. 2022): the
 reverse variance-exploding SDE ``dx = -d[sigma^2] grad log p_sigma(x | y) + dw`` is integrated

@@ -6,7 +6,7 @@
     result.coil_maps  # (C, H, W) complex64 RSS-normalised sensitivities
     result.info       # method, timings, noise level, data weight, scale factor, ...
 
-The recipe (ALGORITHM.md sections 1 and 4), with nothing tuned per data set:
+The recipe (docs/ALGORITHM.md sections 1 and 4), with nothing tuned per data set:
 
 1. Prewhiten with the noise covariance where one is known (then ``sigma_n`` is exact);
    otherwise estimate ``sigma_n`` from the outer acquired k-space

@@ -1,4 +1,4 @@
-"""Annealed Langevin sampling of the joint posterior of image and coils (ALGORITHM.md section 4).
+"""Annealed Langevin sampling of the joint posterior of image and coils (docs/ALGORITHM.md section 4.5).
 
 For noise levels ``sigma_1 > ... > sigma_L`` (geometric), ``T`` steps each, for all chains at once:
 

@@ -5,7 +5,7 @@ subspace). After every optimiser step they are projected back: mean removed, the
 matrix with orthonormal rows (polar factor ``U V^T`` of the SVD). Their norms are free through
 the expert scales ``lambda_j``.
 
-Gain ``eta_j``: ``"l2"`` (ALGORITHM.md's reading: the l2 norm, the std of the response to unit
+Gain ``eta_j``: ``"l2"`` (the design card's reading: the l2 norm, the std of the response to unit
 white noise; 1 after projection) or ``"max"`` (the largest frequency magnitude, as for the
 shearlets). For a convolutional product of experts the l2 gain over-counts the noise: a
 complete orthonormal ``n x n`` basis has ``sum_j |K_j(w)|^2 = n^2`` away from DC, so in the
