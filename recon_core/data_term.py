@@ -123,6 +123,11 @@ class JointDataTerm:
             self, "_kspace_unshifted", (phi.conj() * self.kspace * self.mask).to(self.kspace.dtype)
         )
 
+    @property
+    def measured_unshifted(self) -> Tensor:
+        """``conj(phi) M y``: the data in the residual's representation, ``(C, H, W)`` complex."""
+        return self._kspace_unshifted
+
     def residual(self, image: Tensor, coils: Tensor, maps: Tensor | None = None) -> Tensor:
         """``r' = conj(phi) (M F(u s_c) - y_c)``: ``(B, C, H, W)`` complex (norm of the residual).
 

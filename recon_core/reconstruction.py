@@ -34,6 +34,7 @@ from torch import Tensor
 from recon_core.coil_prior import smoothness_prox
 from recon_core.complex_prior import ComplexPartsPrior
 from recon_core.config import ReconConfig
+from recon_core.data_consistency import refine_data_consistency
 from recon_core.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.device import resolve_device
 from recon_core.espirit import CalibrationRegion, calibration_region, espirit_maps
@@ -330,6 +331,8 @@ def reconstruct(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     setup_time = time.perf_counter() - start
 
+    damping = (sigma_n / config.data_consistency_amplitude) ** 2
+
     def run_map(progress_map: Progress | None) -> tuple[Tensor, Tensor, list[float], list[float]]:
         map_sigmas, map_weights = _map_schedule(config, sigma_n)
         result = solve_map(
@@ -348,6 +351,9 @@ def reconstruct(
 
     if config.method == "map":
         map_image, final_coils, sigmas, weights = run_map(progress)
+        map_image = refine_data_consistency(
+            data_term, map_image, final_coils, config.data_consistency_steps, damping
+        )
         image_normalised, std_normalised = _combine_sets(map_image, extra_maps)[0], None
         iterations = config.map_iterations
     else:
