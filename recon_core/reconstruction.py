@@ -389,7 +389,11 @@ def reconstruct(
         )
         # The magnitude is invariant to how each chain splits a smooth phase between image and
         # coils; mean and std are taken over the chains' magnitudes.
-        magnitudes = _combine_sets(samples.samples, extra_maps)
+        chains = samples.samples
+        if config.method == "posterior":  # measured for the Langevin chains only (config docs)
+            steps = config.data_consistency_steps
+            chains = refine_data_consistency(data_term, chains, samples.coils, steps, damping)
+        magnitudes = _combine_sets(chains, extra_maps)
         image_normalised = magnitudes.mean(dim=0)
         std_normalised = magnitudes.std(dim=0, unbiased=True)
         final_coils, iterations = samples.coils, samples.steps
