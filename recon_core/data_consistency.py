@@ -36,16 +36,7 @@ import torch
 from torch import Tensor
 
 from recon_core.data_term import JointDataTerm, normalised_coils
-
-
-def _inner(a: Tensor, b: Tensor) -> Tensor:
-    """``Re <a, b>`` per batch entry: ``(B,)``."""
-    product = (a.conj() * b).real if a.is_complex() else a * b
-    return product.flatten(1).sum(dim=1)
-
-
-def _expand(values: Tensor, like: Tensor) -> Tensor:
-    return values.reshape((-1,) + (1,) * (like.ndim - 1))
+from recon_core.joint_steps import batch_inner, per_batch
 
 
 def refine_data_consistency(
@@ -76,21 +67,21 @@ def refine_data_consistency(
     kspace_residual = data_term.residual(image, coils, maps=maps)
     residual = -data_term.grad_image(image, coils, 1.0, residual=kspace_residual, maps=maps)
     direction = residual.clone()
-    squared = _inner(residual, residual)
+    squared = batch_inner(residual, residual)
     tiny = torch.finfo(squared.dtype).tiny
     for _ in range(max_steps):
         forward = data_term.residual(direction, coils, maps=maps) + data_term.measured_unshifted
         product = (
             data_term.grad_image(direction, coils, 1.0, residual=forward, maps=maps) + damping * direction
         )
-        curvature = _inner(direction, product)
+        curvature = batch_inner(direction, product)
         # A chain whose residual vanished (or whose direction has no curvature) stops moving.
         active = (curvature > tiny) & (squared > tiny)
         step = torch.where(active, squared / curvature.clamp_min(tiny), torch.zeros_like(squared))
-        image = image + _expand(step, image) * direction
-        residual = residual - _expand(step, residual) * product
-        new_squared = _inner(residual, residual)
+        image = image + per_batch(step, image) * direction
+        residual = residual - per_batch(step, residual) * product
+        new_squared = batch_inner(residual, residual)
         ratio = torch.where(active, new_squared / squared.clamp_min(tiny), torch.zeros_like(squared))
-        direction = residual + _expand(ratio, direction) * direction
+        direction = residual + per_batch(ratio, direction) * direction
         squared = new_squared
     return image

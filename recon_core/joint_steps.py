@@ -46,7 +46,7 @@ COIL_STEP_GROWTH = 1.1
 MAX_BACKTRACKS = 12
 
 
-def _inner(a: Tensor, b: Tensor) -> Tensor:
+def batch_inner(a: Tensor, b: Tensor) -> Tensor:
     """Real inner product ``Re <a, b>`` per batch entry: ``(B,)``."""
     product = (a.conj() * b).real if a.is_complex() else a * b
     return product.flatten(1).sum(dim=1)
@@ -57,7 +57,8 @@ def project_image(image: Tensor) -> Tensor:
     return image if image.is_complex() else image.clamp_min(0.0)
 
 
-def _expand(values: Tensor, like: Tensor) -> Tensor:
+def per_batch(values: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` values shaped to broadcast over ``like`` ``(B, ...)``."""
     return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
@@ -99,12 +100,12 @@ def coil_step(
     new_coils, new_residual = coils.clone(), residual.clone()
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
-        step_b = _expand(step, coils)
+        step_b = per_batch(step, coils)
         candidate = smoothness_prox(coils - step_b * grad, step_b * smoothness, order)
         candidate_residual = data_term.residual(image, candidate)
         candidate_value = data_term.value(image, candidate, residual=candidate_residual)
         difference = candidate - coils
-        bound = value + _inner(grad, difference) + _inner(difference, difference) / (2.0 * step)
+        bound = value + batch_inner(grad, difference) + batch_inner(difference, difference) / (2.0 * step)
         newly = (candidate_value <= bound * (1.0 + 1e-6)) & ~accepted
         new_coils[newly] = candidate[newly]
         new_residual[newly] = candidate_residual[newly]
@@ -181,13 +182,13 @@ def image_step(
     accepted = torch.zeros_like(step, dtype=torch.bool)
     limit = torch.full_like(step, math.inf)
     for _ in range(MAX_BACKTRACKS):
-        candidate = project_image(image - _expand(step, image) * gradient)
+        candidate = project_image(image - per_batch(step, image) * gradient)
         candidate_residual = data_term.residual(candidate, coils, maps)
         candidate_gradient = image_objective_gradient(
             data_term, prior, candidate, coils, weight, sigma, candidate_residual, maps
         )
-        moved = _inner(candidate - image, candidate - image).sqrt()
-        changed = _inner(candidate_gradient - gradient, candidate_gradient - gradient).sqrt()
+        moved = batch_inner(candidate - image, candidate - image).sqrt()
+        changed = batch_inner(candidate_gradient - gradient, candidate_gradient - gradient).sqrt()
         newly = (step * changed <= moved * (1.0 + 1e-6)) & ~accepted
         # 1 / L_loc, the largest step the secant test accepts here (no bound where nothing moved).
         measured = (changed > 0) & (moved > 0)

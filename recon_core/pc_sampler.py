@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from recon_core.data_term import JointDataTerm
-from recon_core.joint_steps import coil_step, project_image
+from recon_core.joint_steps import coil_step, per_batch, project_image
 from recon_core.prior.base import DiffusionImagePrior
 from recon_core.sampler import INITIAL_COIL_STEP, SamplerResult, unit_noise
 
@@ -74,10 +74,6 @@ def _batch_norm(values: Tensor) -> Tensor:
     return values.abs().pow(2).flatten(1).sum(dim=1).sqrt()
 
 
-def _expand(values: Tensor, like: Tensor) -> Tensor:
-    return values.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
 def data_consistency(
     data_term: JointDataTerm, image: Tensor, coils: Tensor, step: Tensor | float, weight: float
 ) -> Tensor:
@@ -91,7 +87,7 @@ def data_consistency(
     step_t = torch.as_tensor(step, dtype=image.real.dtype, device=image.device)
     gain = (step_t * weight).clamp(max=1.0)
     if gain.ndim == 1:
-        gain = _expand(gain, image)
+        gain = per_batch(gain, image)
     return image - gain * data_term.grad_image(image, coils)
 
 
@@ -166,9 +162,9 @@ def sample_posterior_pc(
             noise = unit_noise(image, generator)
             eps = langevin_step_size(score, noise, snr).clamp(max=CORRECTOR_DATA_GAIN / weights[level + 1])
             image = data_consistency(
-                data_term, image + _expand(eps, image) * score, coils, eps, weights[level + 1]
+                data_term, image + per_batch(eps, image) * score, coils, eps, weights[level + 1]
             )
-            image = project_image(image + _expand((2.0 * eps).sqrt(), image) * noise)
+            image = project_image(image + per_batch((2.0 * eps).sqrt(), image) * noise)
             coils, coil_steps = after_move(image, coils, coil_steps)
     if final_denoise:
         image = image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])
