@@ -151,8 +151,8 @@ class ReconConfig:
     coil_start: CoilStart = "auto"
     espirit_kernel: int = 6
     map_sets: int = 0
-    data_consistency_steps: int = 50
-    data_consistency_amplitude: float = 0.03
+    data_consistency_steps: int = 300
+    data_consistency_amplitude: float = 0.06
 
     def __post_init__(self) -> None:
         if self.method not in ("posterior", "posterior_pc", "map"):
