@@ -1,4 +1,4 @@
-"""Raw readouts -> :class:`~recon_core.kspace.KSpaceSlice` reconstructions.
+"""Raw readouts -> :class:`~recon_core.physics.kspace.KSpaceSlice` reconstructions.
 
 Shared by both entry points: the raw-acquisition gadget feeds :class:`SliceAssembler`
 acquisition by acquisition; the buffered gadget builds :class:`SliceData` from a ReconData
@@ -22,7 +22,7 @@ repeats a line of a slice already reconstructed, a slice with too few lines
 (:func:`check_sampling`), all-zero readouts or an unusable noise scan raise
 :class:`RejectedReadoutError` or :class:`SliceDataError` with a one-line reason naming the slice.
 
-The maths of each step lives in :mod:`recon_core.readout` and :mod:`recon_core.prewhitening`.
+The maths of each step lives in :mod:`gadgets.readout` and :mod:`recon_core.physics.prewhitening`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ import torch
 from torch import Tensor
 
 from gadgets.encoding import EncodingInfo
-from recon_core.kspace import KSpaceSlice, SliceGeometry, SliceIndex
-from recon_core.prewhitening import noise_covariance, prewhiten, whitening_matrix
-from recon_core.readout import (
+from gadgets.readout import (
     centre_readout,
     crop_or_pad,
     imaging_noise_scale,
@@ -50,6 +48,8 @@ from recon_core.readout import (
     readout_support,
     remove_readout_oversampling,
 )
+from recon_core.physics.kspace import KSpaceSlice, SliceGeometry, SliceIndex
+from recon_core.physics.prewhitening import noise_covariance, prewhiten, whitening_matrix
 
 log = logging.getLogger(__name__)
 

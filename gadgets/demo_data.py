@@ -1,8 +1,8 @@
 """Synthetic ISMRMRD raw files with the traits of real scanner data, and the shipped demo.
 
 :func:`write_synthetic_raw` simulates a multi-coil Cartesian scan of the modified Shepp-Logan
-phantom (``recon_core.phantom``) through the acquisition model ``A = M F S``
-(``recon_core.operators``) and writes it the way a scanner converter does: a noise readout
+phantom (``recon_core.sim.phantom``) through the acquisition model ``A = M F S``
+(``recon_core.physics.operators``) and writes it the way a scanner converter does: a noise readout
 first (correlated coil noise), 2x readout oversampling, ky undersampling with a fully sampled
 calibration block (ACQ_IS_PARALLEL_CALIBRATION / ..._AND_IMAGING flags), optional partial
 Fourier (encoding limits off the matrix centre), several slices and repetitions with
@@ -25,10 +25,10 @@ import ismrmrd
 import numpy as np
 import torch
 
-from recon_core.fourier import centred_fft
-from recon_core.operators import FFT2Operator
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.readout import crop_or_pad
+from gadgets.readout import crop_or_pad
+from recon_core.physics.fourier import centred_fft
+from recon_core.physics.operators import FFT2Operator
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 DEMO_FILE = "pogmdm_demo.h5"
 

@@ -36,8 +36,8 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, Samplin
 from gadgets.assembly import has_flag, line_role, readout_line
 from gadgets.chains import ChainSpec, UpstreamGadget
 from gadgets.encoding import EncodingInfo
-from recon_core.prewhitening import noise_covariance, whitening_matrix
-from recon_core.readout import centre_readout, remove_readout_oversampling
+from gadgets.readout import centre_readout, remove_readout_oversampling
+from recon_core.physics.prewhitening import noise_covariance, whitening_matrix
 
 COUNTERS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")
 

@@ -28,14 +28,14 @@ from torch import Tensor
 
 from gadgets.assembly import AssembledSlice, Partition, shifted_position
 from gadgets.encoding import EncodingInfo
+from gadgets.readout import display_window, fit_to_recon_grid
 from gadgets.settings import GadgetSettings
-from recon_core.readout import display_window, fit_to_recon_grid
 
 PROCESSING_HISTORY = ["PYTHON", "POGMDM"]
 
 
 class ReconOutput(Protocol):
-    """What the gadget reads from ``recon_core.reconstruction.ReconResult``."""
+    """What the gadget reads from ``recon_core.recon.reconstruction.ReconResult``."""
 
     image: Tensor
     std: Tensor | None

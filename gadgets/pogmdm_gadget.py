@@ -56,8 +56,8 @@ from gadgets.buffers import slices_from_recon_data
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
 from gadgets.settings import GadgetSettings, settings_from_xml
-from recon_core.config import ReconConfig
-from recon_core.kspace import KSpaceSlice
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.recon.config import ReconConfig
 
 log = logging.getLogger("pogmdm.gadget")
 
@@ -101,7 +101,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         connection: a ``gadgetron.external.Connection`` (CONFIG and HEADER already read).
         source: ``"acquisitions"`` or ``"buffers"``.
         reconstruct: the reconstruction callable; default
-            ``recon_core.reconstruction.reconstruct``.
+            ``recon_core.recon.reconstruction.reconstruct``.
 
     Raises:
         ValueError: for a bad configuration or header (also sent as an ERROR message).
@@ -152,8 +152,8 @@ def load_image_prior(settings: GadgetSettings) -> Any:
         ValueError: naming the ``prior`` property when ``MODULE:NAME`` gives ``None`` or
             anything else that is not a prior (never a silent fall-back to the default prior).
     """
-    from recon_core.device import resolve_device
     from recon_core.prior import DiffusionImagePrior, load_default_prior, load_prior
+    from recon_core.recon.device import resolve_device
 
     device = resolve_device(settings.recon.device)
     spec = settings.prior
@@ -173,9 +173,9 @@ def load_image_prior(settings: GadgetSettings) -> Any:
 
 
 def load_reconstruct() -> Reconstruct:
-    """``recon_core.reconstruction.reconstruct``, with a clear error where it is missing."""
+    """``recon_core.recon.reconstruction.reconstruct``, with a clear error where it is missing."""
     try:
-        from recon_core.reconstruction import reconstruct
+        from recon_core.recon.reconstruction import reconstruct
     except ImportError as error:
         raise RuntimeError(f"the reconstruction entry point is not available: {error}") from error
     return reconstruct

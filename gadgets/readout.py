@@ -15,7 +15,7 @@ kept here so that ``gadgets/`` holds no maths:
   differs, Fourier-resampled) to the header's recon matrix and field of view;
 * :func:`display_window`: a window centre / width for scanner viewers.
 
-Conventions follow :mod:`recon_core.kspace`: k-space centre at index ``n // 2`` of every axis,
+Conventions follow :mod:`recon_core.physics.kspace`: k-space centre at index ``n // 2`` of every axis,
 images ``(H, W)`` = ``(ky, kx)``, centred orthonormal FFTs.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.fourier import centred_fft, centred_ifft
+from recon_core.physics.fourier import centred_fft, centred_ifft
 
 
 def _centre_window(size: int, target: int) -> tuple[int, int, int]:

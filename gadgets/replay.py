@@ -308,7 +308,7 @@ def _check_gadget_module(chain: ChainSpec, in_thread: bool) -> None:
 
 def _check_device(settings: GadgetSettings, source: str) -> None:
     """The ``device`` property must name a device of this machine (the gadget runs here)."""
-    from recon_core.device import resolve_device
+    from recon_core.recon.device import resolve_device
 
     try:
         resolve_device(settings.recon.device)

@@ -5,7 +5,7 @@ process as the CONFIG message. Its ``<property>`` children (either ``<property n
 value="v"/>`` or ``<property><name>k</name><value>v</value></property>``) are read here:
 
 * ``preset`` picks a shipped preset (``config/presets/NAME.yaml``) as the base;
-* every :class:`recon_core.config.ReconConfig` field (``method``, ``device``, ``num_chains``,
+* every :class:`recon_core.recon.config.ReconConfig` field (``method``, ``device``, ``num_chains``,
   ``seed``, ...) and the short aliases in :data:`ALIASES` override it;
 * the gadget-only properties in :data:`GADGET_PROPERTIES` control the output.
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from recon_core.config import ReconConfig, config_from_mapping, load_preset
+from recon_core.recon.config import ReconConfig, config_from_mapping, load_preset
 
 T = TypeVar("T")
 

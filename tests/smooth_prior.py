@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.coil_prior import finite_differences
+from recon_core.prior.coil_prior import finite_differences
 
 
 class SmoothTVPrior:

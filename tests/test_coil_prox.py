@@ -7,7 +7,7 @@ import torch
 from operator_checks import assert_adjoint, random_complex
 from scipy import fft as scipy_fft
 
-from recon_core.coil_prior import (
+from recon_core.prior.coil_prior import (
     DCT2Operator,
     dct2,
     finite_differences,

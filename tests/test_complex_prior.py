@@ -7,8 +7,8 @@ import torch
 from operator_checks import random_complex
 from smooth_prior import SmoothTVPrior
 
-from recon_core.complex_prior import ComplexPartsPrior
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.complex_prior import ComplexPartsPrior
 
 
 def test_score_is_minus_the_complex_gradient_of_the_energy(device: torch.device) -> None:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from operator_checks import random_complex
 
-from recon_core.data_consistency import refine_data_consistency
-from recon_core.data_term import JointDataTerm, normalised_coils
-from recon_core.operators import multicoil_forward_operator
+from recon_core.physics.data_term import JointDataTerm, normalised_coils
+from recon_core.physics.operators import multicoil_forward_operator
+from recon_core.recon.data_consistency import refine_data_consistency
 
 SIZE, COILS = 8, 3
 

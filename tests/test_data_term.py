@@ -6,9 +6,9 @@ import pytest
 import torch
 from operator_checks import random_complex
 
-from recon_core.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
-from recon_core.noise_estimation import estimate_noise_std
-from recon_core.operators import multicoil_forward_operator
+from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
+from recon_core.physics.noise_estimation import estimate_noise_std
+from recon_core.physics.operators import multicoil_forward_operator
 
 
 def _problem(

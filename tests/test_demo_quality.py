@@ -9,9 +9,9 @@ from test_reconstruction import nmse
 from gadgets.assembly import SliceAssembler, assemble_slice
 from gadgets.demo_data import demo_raw_file
 from gadgets.encoding import encoding_from_header, parse_header
-from recon_core.config import load_preset
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.reconstruction import reconstruct
+from recon_core.recon.config import load_preset
+from recon_core.recon.reconstruction import reconstruct
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 
 def test_the_demo_reconstruction_is_bounded_against_its_ground_truth() -> None:

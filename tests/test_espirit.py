@@ -10,15 +10,15 @@ from operator_checks import random_complex
 from smooth_prior import SmoothTVPrior
 from test_reconstruction import nmse
 
-from recon_core.config import ReconConfig, load_preset
-from recon_core.data_term import JointDataTerm, normalised_coils
-from recon_core.espirit import calibration_region, espirit_maps, kernel_gram
-from recon_core.kspace import KSpaceSlice
-from recon_core.map_sets import MapSetPrior, needs_second_set, second_set_fraction
-from recon_core.operators import FFT2Operator, multicoil_forward_operator
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.reconstruction import final_map_sigma, reconstruct
-from recon_core.sampling import equispaced_lines_mask, poisson_disc_mask, random_lines_mask
+from recon_core.physics.data_term import JointDataTerm, normalised_coils
+from recon_core.physics.espirit import calibration_region, espirit_maps, kernel_gram
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.operators import FFT2Operator, multicoil_forward_operator
+from recon_core.recon.config import ReconConfig, load_preset
+from recon_core.recon.map_sets import MapSetPrior, needs_second_set, second_set_fraction
+from recon_core.recon.reconstruction import final_map_sigma, reconstruct
+from recon_core.sim.masks import equispaced_lines_mask, poisson_disc_mask, random_lines_mask
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 SIZE, COILS = 64, 8
 

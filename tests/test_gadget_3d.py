@@ -24,8 +24,8 @@ from gadgets.assembly import SliceAssembler, SliceData, assemble, check_sampling
 from gadgets.demo_data import SyntheticScan, header_xml, partition_object, write_synthetic_raw
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
-from recon_core.phantom import birdcage_coil_maps
-from recon_core.readout import crop_or_pad
+from gadgets.readout import crop_or_pad
+from recon_core.sim.phantom import birdcage_coil_maps
 
 SLAB = SyntheticScan(matrix=32, coils=4, acceleration=2, calibration_lines=8, partitions=4)
 PROPERTIES: dict[str, str | None] = {"iterations": str(ITERATIONS), "device": "cpu", "prior": PRIOR}
@@ -76,7 +76,7 @@ def test_each_partition_is_reconstructed_as_its_own_image(
 
 def flaky_partition_target(connection: object) -> None:
     """The real reconstruction, except that the partition at the slab centre fails."""
-    from recon_core.reconstruction import reconstruct
+    from recon_core.recon.reconstruction import reconstruct
 
     def flaky(kspace: object, config: object, **options: object) -> object:
         if kspace.geometry.position[2] == 0.0:  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from gadgets.demo_data import SyntheticScan, sampled_lines, write_synthetic_raw
 from gadgets.emulation import emulate_chain
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.session import encode_item
-from recon_core.kspace import SliceIndex
+from recon_core.physics.kspace import SliceIndex
 
 
 def _encoding(

@@ -11,8 +11,8 @@ from gadgets.assembly import AssembledSlice
 from gadgets.encoding import EncodingInfo
 from gadgets.images import image_comment, images_for_slice
 from gadgets.settings import settings_from_properties
-from recon_core.kspace import KSpaceSlice, SliceIndex
-from recon_core.reconstruction import ReconResult
+from recon_core.physics.kspace import KSpaceSlice, SliceIndex
+from recon_core.recon.reconstruction import ReconResult
 
 
 def _encoding(encoded_y: int = 40, recon_y: int = 32) -> EncodingInfo:

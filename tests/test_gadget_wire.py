@@ -28,7 +28,7 @@ from gadgets.demo_data import SyntheticScan, header_xml, write_synthetic_raw
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
 from gadgets.session import SessionError, SessionOutcome, run_session
-from recon_core.operators import FFT2Operator
+from recon_core.physics.operators import FFT2Operator
 from recon_core.prior.io import default_weights_path
 
 ITERATIONS = 20

@@ -7,11 +7,11 @@ import itertools
 import torch
 from torch import Tensor
 
-from recon_core.data_term import JointDataTerm, normalised_coils
-from recon_core.joint_steps import image_step
-from recon_core.operators import FFT2Operator
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.sampling import random_lines_mask
+from recon_core.physics.data_term import JointDataTerm, normalised_coils
+from recon_core.physics.operators import FFT2Operator
+from recon_core.recon.joint_steps import image_step
+from recon_core.sim.masks import random_lines_mask
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 
 class FlatPrior:

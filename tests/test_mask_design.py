@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from recon_core.data_term import normalised_coils
-from recon_core.mask_design import (
+from recon_core.physics.data_term import normalised_coils
+from recon_core.prior import load_prior
+from recon_core.sim.mask_design import (
     DesignConfig,
     check_design,
     design_mask,
@@ -20,17 +21,16 @@ from recon_core.mask_design import (
     mirrored,
     straight_through_lines,
 )
-from recon_core.mask_design_cli import main, point_spread
-from recon_core.mask_estimates import (
+from recon_core.sim.mask_design_cli import main, point_spread
+from recon_core.sim.mask_estimates import (
     DifferentiableScore,
     conjugate_gradient,
     simulate_batch,
     tweedie_posterior_mean,
     unrolled_posterior_mean,
 )
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.prior import load_prior
-from recon_core.sampling import centre_lines, spread_lines_mask, variable_density_lines_mask
+from recon_core.sim.masks import centre_lines, spread_lines_mask, variable_density_lines_mask
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 SHAPE = (32, 40)
 
@@ -89,7 +89,7 @@ def test_tweedie_estimate_with_every_line_is_the_gaussian_posterior_mean(prior) 
     sigma = torch.tensor([0.2, 0.05])
     diffused, kspace = simulate_batch(images, coils, sigma, 0.05, generator)
     estimate = tweedie_posterior_mean(prior, diffused, sigma, torch.ones(SHAPE[0]), coils, kspace, 0.05, 3)
-    from recon_core.operators import FFT2Operator
+    from recon_core.physics.operators import FFT2Operator
 
     combined = (coils.conj() * FFT2Operator().adjoint(kspace)).sum(dim=1)
     weight_prior = 1.0 / sigma[:, None, None] ** 2

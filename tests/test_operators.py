@@ -6,7 +6,7 @@ import pytest
 import torch
 from operator_checks import adjointness_error, assert_adjoint, random_complex
 
-from recon_core.operators import (
+from recon_core.physics.operators import (
     CartesianMaskOperator,
     CoilSensitivityOperator,
     FFT2Operator,
@@ -107,7 +107,7 @@ def test_identity_and_bad_inputs() -> None:
 def test_centred_fft_matches_numpy_and_is_its_own_adjoint(shape: tuple[int, ...]) -> None:
     import numpy as np
 
-    from recon_core.fourier import centred_fft, centred_ifft
+    from recon_core.physics.fourier import centred_fft, centred_ifft
 
     generator = torch.Generator().manual_seed(4)
     x = random_complex(shape, generator, "cpu").to(torch.complex128)

@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from recon_core.complex_prior import ComplexPartsPrior
-from recon_core.data_term import JointDataTerm
-from recon_core.operators import FFT2Operator
-from recon_core.pc_sampler import sample_posterior_pc
-from recon_core.sampler import geometric_sigmas
+from recon_core.physics.data_term import JointDataTerm
+from recon_core.physics.operators import FFT2Operator
+from recon_core.prior.complex_prior import ComplexPartsPrior
+from recon_core.recon.pc_sampler import sample_posterior_pc
+from recon_core.recon.sampler import geometric_sigmas
 
 SIZE = 12
 CHAINS = 512
@@ -99,7 +99,7 @@ def test_recovers_the_closed_form_gaussian_posterior() -> None:
     sample_variance = 0.5 * float(samples.real.var(dim=0).mean() + samples.imag.var(dim=0).mean())
     assert abs(sample_variance / pixel_variance - 1.0) < 0.10
     # The measured k-space coefficients (std about 0.05): variance within 15 % (the corrector's
-    # explicit data step alone widens it by up to 5 %, see recon_core.pc_sampler).
+    # explicit data step alone widens it by up to 5 %, see recon_core.recon.pc_sampler).
     coefficients = FFT2Operator().forward(samples)
     measured = 0.5 * (coefficients.real.var(dim=0) + coefficients.imag.var(dim=0))[mask].mean()
     assert abs(float(measured) / measured_variance - 1.0) < 0.15
@@ -119,8 +119,8 @@ def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
     from test_reconstruction import NOISE_STD as PHANTOM_NOISE
     from test_reconstruction import _phantom_slice, nmse
 
-    from recon_core.config import load_preset
-    from recon_core.reconstruction import reconstruct
+    from recon_core.recon.config import load_preset
+    from recon_core.recon.reconstruction import reconstruct
 
     data, reference = _phantom_slice(PHANTOM_NOISE, device)
     config = dataclasses.replace(
@@ -138,7 +138,7 @@ def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
 
 
 def test_config_of_the_pc_method() -> None:
-    from recon_core.config import ReconConfig, load_preset
+    from recon_core.recon.config import ReconConfig, load_preset
 
     preset = load_preset("posterior_pc")
     assert preset.method == "posterior_pc" and preset.sigma_max > 0.0 and preset.sigma_min == 0.0

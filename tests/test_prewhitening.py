@@ -6,8 +6,8 @@ import pytest
 import torch
 from operator_checks import random_complex
 
-from recon_core.kspace import KSpaceSlice
-from recon_core.prewhitening import noise_covariance, prewhiten, prewhiten_slice, whitening_matrix
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.prewhitening import noise_covariance, prewhiten, prewhiten_slice, whitening_matrix
 
 
 def _correlated_noise(coils: int, samples: int, device: torch.device, seed: int = 0) -> tuple:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from recon_core.phantom import shepp_logan
 from recon_core.prior import (
     SHIPPED_PRIORS,
     DiffusionImagePrior,
@@ -30,6 +29,7 @@ from recon_core.prior.mixture import (
     project_onto_simplex,
 )
 from recon_core.prior.shearlet import ShearletFilterBank
+from recon_core.sim.phantom import shepp_logan
 from recon_core.training.trainer import dsm_loss
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from operator_checks import random_complex
 
-from recon_core.readout import (
+from gadgets.readout import (
     centre_readout,
     crop_or_pad,
     display_window,

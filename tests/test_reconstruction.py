@@ -13,13 +13,13 @@ import torch
 from smooth_prior import SmoothTVPrior
 from torch import Tensor
 
-from recon_core.config import ReconConfig, load_preset
-from recon_core.kspace import KSpaceSlice
-from recon_core.operators import FFT2Operator
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.operators import FFT2Operator
 from recon_core.prior import default_weights_path
-from recon_core.reconstruction import ReconResult, reconstruct
-from recon_core.sampling import partial_fourier_mask, poisson_disc_mask, random_lines_mask
+from recon_core.recon.config import ReconConfig, load_preset
+from recon_core.recon.reconstruction import ReconResult, reconstruct
+from recon_core.sim.masks import partial_fourier_mask, poisson_disc_mask, random_lines_mask
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 SIZE = 64
 COILS = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recon_core.sampling import (
+from recon_core.sim.masks import (
     acceleration_of,
     centre_lines,
     equispaced_lines_mask,

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recon_core.phantom import shepp_logan
 from recon_core.prior import load_prior
+from recon_core.sim.phantom import shepp_logan
 from recon_core.training.cli import main
 from recon_core.training.data import PatchSampler, folder_sources
 from recon_core.training.trainer import TrainConfig

@@ -12,7 +12,7 @@ Complex gradients follow the convention ``dD/dRe(c) + i dD/dIm(c)`` (what torch 
 returns for a real loss), so ``c - tau * grad_c D`` is a descent step.
 
 Shapes: ``u`` is ``(B, H, W)`` real (a non-negative magnitude image) or complex (an image that
-carries the object phase, see :mod:`recon_core.complex_prior`); ``c`` is ``(B, C, H, W)``
+carries the object phase, see :mod:`recon_core.prior.complex_prior`); ``c`` is ``(B, C, H, W)``
 complex; the data ``y`` is ``(C, H, W)`` complex on the normalised scale, zero where not
 acquired; ``lambda`` is a float or a ``(B,)`` tensor. ``D`` is invariant to a global
 rescaling of ``c`` (only ``s`` enters).
@@ -78,7 +78,7 @@ def _centring_phases(length: int, device: torch.device) -> tuple[Tensor, Tensor]
 class JointDataTerm:
     """Multi-coil Cartesian data term for the joint image / coil problem.
 
-    The centred orthonormal FFT ``F`` of :class:`recon_core.operators.FFT2Operator` is
+    The centred orthonormal FFT ``F`` of :class:`recon_core.physics.operators.FFT2Operator` is
     evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps ``psi`` (image side) and
     ``phi`` (k-space side) instead of two ``fftshift`` copies. Residuals are kept in the
     "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon_core.operators import FFT2Operator
+from recon_core.physics.operators import FFT2Operator
 
 DEFAULT_KERNEL = 6
 DEFAULT_THRESHOLD = 0.02

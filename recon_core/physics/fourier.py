@@ -2,9 +2,9 @@
 
 ``centred_fft(x, dims) = fftshift(fft(ifftshift(x)))`` over ``dims`` with ``norm="ortho"``, and
 ``centred_ifft`` its inverse (= adjoint). Every module that goes between images and centred
-k-space uses these two (or :class:`recon_core.operators.FFT2Operator`, built on them); the
+k-space uses these two (or :class:`recon_core.physics.operators.FFT2Operator`, built on them); the
 joint data term evaluates the same transform with phase ramps instead of shifts
-(:mod:`recon_core.data_term`, tested equal). Accepts torch tensors or NumPy arrays (NumPy in,
+(:mod:`recon_core.physics.data_term`, tested equal). Accepts torch tensors or NumPy arrays (NumPy in,
 NumPy out, computed by torch).
 """
 

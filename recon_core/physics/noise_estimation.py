@@ -7,7 +7,7 @@ is the Bayes-consistent weight of ``D = (lambda / 2) ||r||^2``.
 
 Two sources, in order of preference:
 
-1. A noise pre-scan: after prewhitening (``recon_core.prewhitening``) every coil has unit
+1. A noise pre-scan: after prewhitening (``recon_core.physics.prewhitening``) every coil has unit
    complex variance, ``E|n|^2 = 1``, so ``sigma_n = 1 / sqrt(2)`` exactly.
 2. No pre-scan: an estimate from the acquired data themselves (:func:`estimate_noise_std`),
    from the outermost acquired k-space samples (the 10 % of acquired positions farthest from

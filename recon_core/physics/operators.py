@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.fourier import centred_fft, centred_ifft
+from recon_core.physics.fourier import centred_fft, centred_ifft
 
 
 class LinearOperator:

@@ -13,7 +13,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from recon_core.kspace import KSpaceSlice
+from recon_core.physics.kspace import KSpaceSlice
 
 #: Smallest eigenvalue of a usable noise covariance relative to its largest. Below it the coils'
 #: noise is linearly dependent up to the covariance's complex64 rounding (a duplicated channel

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from recon_core.operators import LinearOperator
+from recon_core.physics.operators import LinearOperator
 
 
 def _dct_last_axis(x: Tensor) -> Tensor:

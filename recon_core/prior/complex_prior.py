@@ -9,7 +9,7 @@ model can keep the phase in the image instead and put the prior on both parts::
     score_c(u, sigma) = score(Re u, sigma) + i score(Im u, sigma)
 
 (``dE/dRe u + i dE/dIm u`` is the complex-gradient convention of
-:mod:`recon_core.data_term`). Diffusing ``u`` with complex noise whose real and imaginary
+:mod:`recon_core.physics.data_term`). Diffusing ``u`` with complex noise whose real and imaginary
 parts both have std ``sigma`` diffuses each part exactly as the prior was trained, so the
 annealing schedule and Tweedie's formula carry over unchanged. The experts are symmetric, so
 a negative part is as likely as a positive one: only edges and smoothness matter.

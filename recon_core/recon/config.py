@@ -32,7 +32,7 @@ class ReconConfig:
     Attributes:
         method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std),
             ``"posterior_pc"`` (ScoreMRI-style predictor-corrector chains from ``sigma_max``
-            down to the noise level, :mod:`recon_core.pc_sampler`: mean and a std map that
+            down to the noise level, :mod:`recon_core.recon.pc_sampler`: mean and a std map that
             ranks the error) or ``"map"`` (deterministic alternating proximal gradient; no std
             map).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -61,7 +61,7 @@ class ReconConfig:
         map_iterations: iterations of the MAP mode (one image and one coil step each).
         map_sigma: prior noise level of the MAP regulariser at the end of the continuation;
             0 (the default) ties it to the data's noise: ``map_sigma_noise_factor * sigma_n``
-            (see :func:`recon_core.reconstruction.final_map_sigma`). A fixed 0.005 smoothed
+            (see :func:`recon_core.recon.reconstruction.final_map_sigma`). A fixed 0.005 smoothed
             the high-SNR Berkeley brain (sigma_n 0.00064): the noise-tied 0.001 measured
             +1 dB on 1D random R=4 and +6 dB on equispaced R=4 + 24 ACS.
         map_sigma_noise_factor: the noise-tied final level in units of ``sigma_n`` (the std of
@@ -73,22 +73,22 @@ class ReconConfig:
             ``sqrt(mu) / u`` pixels is suppressed (``u`` the image intensity, about 1).
         coil_smoothness_order: ``p`` of the coil prior ``(mu/2) <c, L^p c>`` (``L`` the Neumann
             Laplacian; 1: ``||grad c||^2``, 2: thin plate). 2 is measured 1.9-2.6 dB better
-            than 1 on the Berkeley brain (see :mod:`recon_core.coil_prior`).
+            than 1 on the Berkeley brain (see :mod:`recon_core.prior.coil_prior`).
         map_momentum: Nesterov extrapolation of the MAP image steps (+3.7 dB at 100
             iterations on the Berkeley brain, 1D random R=4; see :func:`solve_map`).
         coil_update_interval: the sampler updates the coils every this many Langevin steps
             (coils converge early; larger values save forward-model evaluations).
-        coil_start: ``"auto"``: ESPIRiT maps (:mod:`recon_core.espirit`) where the data carry a
+        coil_start: ``"auto"``: ESPIRiT maps (:mod:`recon_core.physics.espirit`) where the data carry a
             fully sampled calibration block of at least ``espirit_kernel + 2`` samples a side,
             else the calibration-free low-pass start; ``"espirit"`` (error without a block) or
             ``"lowpass"`` force one. The coils are refined jointly either way.
         espirit_kernel: ESPIRiT k-space kernel width.
         map_sets: coil-map sets of the image model: 0 (auto: 2 where ESPIRiT's second
             eigenvalue shows an object wider than the field of view, see
-            :mod:`recon_core.map_sets`), 1, or 2 (soft SENSE; needs a calibration block).
+            :mod:`recon_core.recon.map_sets`), 1, or 2 (soft SENSE; needs a calibration block).
         data_consistency_steps: the most conjugate-gradient steps of the damped data
             refinement of the MAP output and of every annealed-Langevin chain's final sample
-            (``method`` ``map`` and ``posterior``; coils fixed; :mod:`recon_core.data_consistency`);
+            (``method`` ``map`` and ``posterior``; coils fixed; :mod:`recon_core.recon.data_consistency`);
             0 switches it off. Posterior mean (``balanced``, Berkeley brain): (a) 33.91 -> 34.18,
             (b) 23.15 -> 23.24, (c) 45.84 -> 51.82, (d) 39.96 -> 41.29 dB. Not applied to
             ``posterior_pc`` (not measured there).
@@ -115,7 +115,7 @@ class ReconConfig:
             so a short schedule from a small ``sigma_max`` suffices (the posterior presets).
         seed: random seed (same seed, same result on the same device).
         image_model: ``"complex"``: the image is complex and carries the object phase, the
-            prior acts on its real and imaginary parts (:mod:`recon_core.complex_prior`), the
+            prior acts on its real and imaginary parts (:mod:`recon_core.prior.complex_prior`), the
             coils carry only smooth phase; ``"magnitude"``: the design card's real non-negative
             image, all phase in the smooth coils (fails where the object phase is not smooth,
             e.g. at the scalp of a brain: MAP on the Berkeley brain: 4.9 dB lower on 1D random

@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.data_term import JointDataTerm, normalised_coils
-from recon_core.joint_steps import batch_inner, per_batch
+from recon_core.physics.data_term import JointDataTerm, normalised_coils
+from recon_core.recon.joint_steps import batch_inner, per_batch
 
 
 def refine_data_consistency(

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon_core.coil_prior import smoothness_prox
-from recon_core.data_term import JointDataTerm, normalise_coil_scale, normalised_coils
+from recon_core.physics.data_term import JointDataTerm, normalise_coil_scale, normalised_coils
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.coil_prior import smoothness_prox
 
 STEP_GROWTH = 1.25
 # A failed image trial is retried at LIPSCHITZ_MARGIN times the measured 1 / L_loc (at most
@@ -88,7 +88,7 @@ def coil_step(
         step: ``(B,)`` step sizes from the previous call (grown here before the search).
         smoothness: ``mu`` of the coil smoothness prior.
         residual: ``M F(u s) - y`` at ``(image, coils)`` if already known.
-        order: order ``p`` of the smoothness prior (:mod:`recon_core.coil_prior`).
+        order: order ``p`` of the smoothness prior (:mod:`recon_core.prior.coil_prior`).
 
     Returns:
         New coils (rescaled so the RMS of their RSS is 1), accepted steps and the residual.

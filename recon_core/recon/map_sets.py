@@ -3,7 +3,7 @@
 Where an object extends beyond the phase-encode field of view, its folded-in part is seen by
 the coils with a different sensitivity than the part it overlaps, so one map per coil cannot
 model the data. ESPIRiT shows it as a second eigenvalue of ~1 in the overlap
-(:mod:`recon_core.espirit`). The image model then carries one image per map set,
+(:mod:`recon_core.physics.espirit`). The image model then carries one image per map set,
 ``y = M F(u_1 s_1 + u_2 s_2)``, and the displayed image is their root sum of squares.
 
 * :func:`needs_second_set` decides from the data: the second eigenvalue exceeds

@@ -3,7 +3,7 @@
     minimise_{u, c}  lambda_k * D_1(u, c) + E(u, sigma_k) + (mu/2) ||grad c||^2 (coil part on D_1)
 
 (``u >= 0`` for a real image), one image step (from a Nesterov-extrapolated point) then one
-coil step per iteration (``recon_core.joint_steps``), both with backtracking. ``sigma_k`` and
+coil step per iteration (``recon_core.recon.joint_steps``), both with backtracking. ``sigma_k`` and
 ``lambda_k`` may change over the iterations (a continuation from a smooth, strongly diffused
 prior to a sharp one avoids poor local minima of the non-convex energy); the caller passes
 the schedule.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon_core.data_term import JointDataTerm
-from recon_core.joint_steps import coil_step, image_step, project_image
+from recon_core.physics.data_term import JointDataTerm
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.recon.joint_steps import coil_step, image_step, project_image
 
 # First trial step sizes; backtracking adapts them within a few iterations. The image
 # gradient is Lipschitz with about lambda (||M F S|| <= 1), so 1 / lambda is a natural start.

@@ -20,11 +20,11 @@ for all chains of the batch at once. At each level ``k = 1 .. N - 1``:
       u <- u + sqrt(2 eps) xi
 
 * **coils** of every chain: one backtracking proximal-gradient step on ``D_1 + R(c)``
-  (:func:`recon_core.joint_steps.coil_step`) every ``coil_update_interval`` moves, so that each
+  (:func:`recon_core.recon.joint_steps.coil_step`) every ``coil_update_interval`` moves, so that each
   chain carries its own coil estimate and the coil uncertainty enters the spread.
 
 The data consistency is the gradient step on the noise-aware likelihood of the *diffused* image,
-``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)`` (as :mod:`recon_core.sampler`): a
+``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)`` (as :mod:`recon_core.recon.sampler`): a
 splitting of the conditional SDE's drift into prior and data parts with the same time step,
 the move's noise added after both. Along a measured direction (curvature ``lambda``, gain
 ``g = t lambda``) a corrector then samples the variance ``1 / (lambda (1 - g / 2))``, at most
@@ -34,7 +34,7 @@ the move's noise added after both. Along a measured direction (curvature ``lambd
 any case. For a Gaussian prior and a linear measurement the chains sample the closed-form
 posterior (``tests/test_pc_sampler.py``).
 
-For a complex image ``xi`` has unit variance in both parts (:func:`recon_core.sampler.unit_noise`);
+For a complex image ``xi`` has unit variance in both parts (:func:`recon_core.recon.sampler.unit_noise`);
 a real image is kept non-negative after every move.
 
 Cost per chain: ``(N - 1) (1 + corrector_steps)`` score evaluations and as many forward /
@@ -57,10 +57,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from recon_core.data_term import JointDataTerm
-from recon_core.joint_steps import coil_step, per_batch, project_image
+from recon_core.physics.data_term import JointDataTerm
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.sampler import INITIAL_COIL_STEP, SamplerResult, unit_noise
+from recon_core.recon.joint_steps import coil_step, per_batch, project_image
+from recon_core.recon.sampler import INITIAL_COIL_STEP, SamplerResult, unit_noise
 
 DEFAULT_CORRECTOR_SNR = 0.16  # Song et al. / ScoreMRI's signal-to-noise ratio of the corrector
 # Largest corrector step in units of the data term's inverse curvature 1 / lambda: an explicit

@@ -10,13 +10,13 @@ The recipe (docs/ALGORITHM.md sections 1 and 4), with nothing tuned per data set
 
 1. Prewhiten with the noise covariance where one is known (then ``sigma_n`` is exact);
    otherwise estimate ``sigma_n`` from the outer acquired k-space
-   (:mod:`recon_core.noise_estimation`).
+   (:mod:`recon_core.physics.noise_estimation`).
 2. Scale: divide the data by the maximum of the zero-filled RSS image over its central region;
    undone on output.
 3. Start: coils = zero-filled coil images low-passed by the exact smoothness prox (no
    calibration region needed); image = zero-filled combination with those coils (or noise).
-4. MAP (:mod:`recon_core.map_solver`), annealed Langevin (:mod:`recon_core.sampler`) or
-   predictor-corrector chains (:mod:`recon_core.pc_sampler`, ``posterior_pc``) with the data
+4. MAP (:mod:`recon_core.recon.map_solver`), annealed Langevin (:mod:`recon_core.recon.sampler`) or
+   predictor-corrector chains (:mod:`recon_core.recon.pc_sampler`, ``posterior_pc``) with the data
    weight ``lambda = data_weight_scale / (sigma_n^2 + sigma^2)``.
 """
 
@@ -31,23 +31,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon_core.coil_prior import smoothness_prox
-from recon_core.complex_prior import ComplexPartsPrior
-from recon_core.config import ReconConfig
-from recon_core.data_consistency import refine_data_consistency
-from recon_core.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
-from recon_core.device import resolve_device
-from recon_core.espirit import CalibrationRegion, calibration_region, espirit_maps
-from recon_core.joint_steps import project_image
-from recon_core.kspace import KSpaceSlice
-from recon_core.map_sets import MapSetPrior, needs_second_set, second_set_fraction, second_set_maps
-from recon_core.map_solver import solve_map
-from recon_core.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_std
-from recon_core.operators import FFT2Operator
-from recon_core.pc_sampler import sample_posterior_pc
-from recon_core.prewhitening import prewhiten_slice
+from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
+from recon_core.physics.espirit import CalibrationRegion, calibration_region, espirit_maps
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.noise_estimation import PREWHITENED_NOISE_STD, estimate_noise_std
+from recon_core.physics.operators import FFT2Operator
+from recon_core.physics.prewhitening import prewhiten_slice
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.sampler import SamplerResult, geometric_sigmas, sample_posterior, unit_noise
+from recon_core.prior.coil_prior import smoothness_prox
+from recon_core.prior.complex_prior import ComplexPartsPrior
+from recon_core.recon.config import ReconConfig
+from recon_core.recon.data_consistency import refine_data_consistency
+from recon_core.recon.device import resolve_device
+from recon_core.recon.joint_steps import project_image
+from recon_core.recon.map_sets import MapSetPrior, needs_second_set, second_set_fraction, second_set_maps
+from recon_core.recon.map_solver import solve_map
+from recon_core.recon.pc_sampler import sample_posterior_pc
+from recon_core.recon.sampler import SamplerResult, geometric_sigmas, sample_posterior, unit_noise
 
 Progress = Callable[[int, int], None]
 

@@ -4,9 +4,9 @@ For noise levels ``sigma_1 > ... > sigma_L`` (geometric), ``T`` steps each, for 
 
     u <- u + alpha_k ( score(u, sigma_k) - lambda_k grad_u D_1(u, c) ) + sqrt(2 alpha_k) xi
     u <- max(u, 0)                                         (real image only)
-    c <- prox_{tau R}( c - tau grad_c D_1(u, c) )          (backtracking tau, recon_core.joint_steps)
+    c <- prox_{tau R}( c - tau grad_c D_1(u, c) )          (backtracking tau, recon_core.recon.joint_steps)
 
-For a complex image the score acts per part (:mod:`recon_core.complex_prior`) and ``xi`` has
+For a complex image the score acts per part (:mod:`recon_core.prior.complex_prior`) and ``xi`` has
 unit variance in both parts.
 
 with ``lambda_k = data_weight_scale / (sigma_n^2 + sigma_k^2)``: the likelihood of the data given
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon_core.data_term import JointDataTerm
-from recon_core.joint_steps import coil_step, project_image
+from recon_core.physics.data_term import JointDataTerm
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.recon.joint_steps import coil_step, project_image
 
 INITIAL_COIL_STEP = 1.0
 CURVATURE_ITERATIONS_FIRST = 6  # power iterations at the first noise level

@@ -24,7 +24,7 @@ takes the top-N lines of ``theta + Gumbel noise`` (exactly N, plus any forced ce
 lines), the backward pass the gradient of a sigmoid relaxation around the N-th value at
 temperature ``tau`` (Gumbel straight-through). :func:`design_mask` minimises
 ``E ||x_hat - x0||^2`` over training images, coils and levels with Adam; the estimates live in
-:mod:`recon_core.mask_estimates` (``estimator="data"``: a few Tweedie + data-consistency steps
+:mod:`recon_core.sim.mask_estimates` (``estimator="data"``: a few Tweedie + data-consistency steps
 from the data alone instead). The logits start at a variable-density profile and are mirrored
 about the centre; the best of the top-N pattern and a few Gumbel draws on validation examples is
 returned. Measured on the held-out brain: ``docs/sampling.md``.
@@ -40,14 +40,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recon_core.mask_estimates import (
+from recon_core.prior.base import DiffusionImagePrior
+from recon_core.sim.mask_estimates import (
     DifferentiableScore,
     simulate_batch,
     tweedie_posterior_mean,
     unrolled_posterior_mean,
 )
-from recon_core.prior.base import DiffusionImagePrior
-from recon_core.sampling import centre_lines
+from recon_core.sim.masks import centre_lines
 
 MIN_SIDE = 16
 """The smallest image side the prior's filters (up to 17 x 17 taps) are used on here."""

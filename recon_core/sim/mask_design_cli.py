@@ -9,7 +9,7 @@ from the centre) and, with ``--png``, a picture of the pattern and its point-spr
 
 The pattern is optimised on the prior's training images (:mod:`recon_core.training.data`:
 the MR slices shipped in public wheels, or ``--data FOLDER``) seen through ``--coils``
-simulated smooth coils; see :mod:`recon_core.mask_design` for the method. The same seed gives
+simulated smooth coils; see :mod:`recon_core.sim.mask_design` for the method. The same seed gives
 the same pattern (on the same machine and torch version).
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon_core.fourier import centred_ifft
-from recon_core.mask_design import DesignConfig, DesignResult, check_design, design_mask
+from recon_core.physics.fourier import centred_ifft
+from recon_core.sim.mask_design import DesignConfig, DesignResult, check_design, design_mask
 
 
 def _progress_bar(
@@ -59,8 +59,8 @@ def run_design(
     Raises:
         ValueError: for a line budget or grid the design cannot handle.
     """
-    from recon_core.mask_design_data import TrainingExamples
     from recon_core.prior import load_prior
+    from recon_core.sim.mask_design_data import TrainingExamples
     from recon_core.training.data import folder_sources, wheel_sources
 
     readout, lines = shape_nx_ny

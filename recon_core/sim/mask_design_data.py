@@ -6,7 +6,7 @@ or the user's folder), never from benchmark data. Each image is placed into the 
 grid at its own pixel size (shrunk only where it would not fit, zero-padded), in its own
 orientation and transposed, so that the pattern does not learn one anatomy's orientation.
 Every draw flips the image at random, gives it a smooth random phase, and turns a ring of
-``C`` birdcage-like coils (:func:`~recon_core.phantom.birdcage_coil_maps`) by a random angle;
+``C`` birdcage-like coils (:func:`~recon_core.sim.phantom.birdcage_coil_maps`) by a random angle;
 the coils are RSS-normalised (``sum_c |s_c|^2 = 1``).
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon_core.data_term import normalised_coils
-from recon_core.phantom import birdcage_coil_maps
+from recon_core.physics.data_term import normalised_coils
+from recon_core.sim.phantom import birdcage_coil_maps
 from recon_core.training.data import ImageSource
 
 
@@ -45,7 +45,7 @@ def fit_to_grid(image: np.ndarray, shape: tuple[int, int], fill: float = 0.9) ->
 
 
 class TrainingExamples:
-    """Draws ``(images (B, H, W), coils (B, C, H, W))`` for :func:`~recon_core.mask_design.design_mask`.
+    """Draws ``(images (B, H, W), coils (B, C, H, W))`` for :func:`~recon_core.sim.mask_design.design_mask`.
 
     Args:
         sources: training images (any sizes).

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from recon_core.complex_prior import ComplexPartsPrior
-from recon_core.operators import FFT2Operator
+from recon_core.physics.operators import FFT2Operator
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.complex_prior import ComplexPartsPrior
 from recon_core.prior.model import PoGMDM
 
 
@@ -125,7 +125,7 @@ class DifferentiableScore:
 
     def __call__(self, x: Tensor, sigma: float) -> Tensor:
         """``(B, H, W)`` score of real images, or of the real and imaginary parts of complex ones
-        (as :class:`~recon_core.complex_prior.ComplexPartsPrior`)."""
+        (as :class:`~recon_core.prior.complex_prior.ComplexPartsPrior`)."""
         if x.is_complex():
             parts = self(torch.cat((x.real, x.imag)), sigma)
             return torch.complex(parts[: x.shape[0]], parts[x.shape[0] :])

@@ -1,7 +1,7 @@
 """Seeded Cartesian sampling masks for retrospective undersampling.
 
 Every generator returns a ``(ky, kx)`` = ``(H, W)`` bool tensor (``True`` = acquired) on the
-k-space grid of :mod:`recon_core.kspace` (centre at ``(H // 2, W // 2)``). Line masks repeat
+k-space grid of :mod:`recon_core.physics.kspace` (centre at ``(H // 2, W // 2)``). Line masks repeat
 one ky pattern along kx. The same seed always gives the same mask.
 """
 
