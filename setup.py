@@ -18,13 +18,15 @@ setup(
         "recon_core.sim",
         "recon_core.training",
         "gadgets",
+        "gadgets.demo",
+        "gadgets.replay",
         "pogmdm_config",
     ],
     package_dir={"pogmdm_config": "config"},
     package_data={
         "pogmdm_config": ["*.xml", "presets/*.yaml"],
         "recon_core.prior": ["weights/*.safetensors", "weights/*.json"],
-        "gadgets": ["demo/*.h5"],
+        "gadgets.demo": ["*.h5"],
     },
     include_package_data=True,
     install_requires=[

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import ismrmrd
 
 if TYPE_CHECKING:
-    from gadgets.session import SessionOutcome
+    from gadgets.replay.session import SessionOutcome
 
 GENERATOR = "ismrmrd_generate_cartesian_shepp_logan"
 
@@ -96,10 +96,10 @@ def replay_acquisitions(
     ``properties`` override the chain's ``<configuration>`` (``None`` removes nothing, it is
     skipped); ``module`` / ``target`` replace the chain's Python gadget.
     """
-    from gadgets.chains import load_chain, override_properties
-    from gadgets.emulation import emulate_chain
     from gadgets.encoding import encoding_from_header, parse_header
-    from gadgets.session import run_session
+    from gadgets.replay.chains import load_chain, override_properties
+    from gadgets.replay.emulation import emulate_chain
+    from gadgets.replay.session import run_session
 
     spec = load_chain(chain)
     values = {key: value for key, value in (properties or {}).items() if value is not None}

@@ -7,7 +7,7 @@ from gadget_helpers import read_raw
 from test_reconstruction import nmse
 
 from gadgets.assembly import SliceAssembler, assemble_slice
-from gadgets.demo_data import demo_raw_file
+from gadgets.demo.synthetic import demo_raw_file
 from gadgets.encoding import encoding_from_header, parse_header
 from recon_core.recon.config import load_preset
 from recon_core.recon.reconstruction import reconstruct

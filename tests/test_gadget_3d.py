@@ -21,7 +21,7 @@ from gadget_helpers import read_raw, replay_acquisitions
 from test_gadget_wire import CHILD_ENV, ITERATIONS, PRIOR, listen_leaks_its_socket, normalised_error, pixels
 
 from gadgets.assembly import SliceAssembler, SliceData, assemble, check_sampling
-from gadgets.demo_data import SyntheticScan, header_xml, partition_object, write_synthetic_raw
+from gadgets.demo.synthetic import SyntheticScan, header_xml, partition_object, write_synthetic_raw
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
 from gadgets.readout import crop_or_pad

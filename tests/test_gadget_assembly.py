@@ -22,11 +22,11 @@ from gadgets.assembly import (
     readout_line,
 )
 from gadgets.buffers import slices_from_recon_data
-from gadgets.chains import load_chain
-from gadgets.demo_data import SyntheticScan, sampled_lines, write_synthetic_raw
-from gadgets.emulation import emulate_chain
+from gadgets.demo.synthetic import SyntheticScan, sampled_lines, write_synthetic_raw
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
-from gadgets.session import encode_item
+from gadgets.replay.chains import load_chain
+from gadgets.replay.emulation import emulate_chain
+from gadgets.replay.session import encode_item
 from recon_core.physics.kspace import SliceIndex
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gadgets.chains import available_chains, chain_text, load_chain, override_properties
+from gadgets.replay.chains import available_chains, chain_text, load_chain, override_properties
 from gadgets.settings import properties_from_xml, settings_from_properties, settings_from_xml
 from recon_core.recon.config import load_preset
 

@@ -24,10 +24,10 @@ import torch
 from gadget_helpers import generator_available, read_raw, replay_acquisitions, shepp_logan_raw
 
 from gadgets.assembly import SliceAssembler, assemble_slice
-from gadgets.demo_data import SyntheticScan, header_xml, write_synthetic_raw
+from gadgets.demo.synthetic import SyntheticScan, header_xml, write_synthetic_raw
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
-from gadgets.session import SessionError, SessionOutcome, run_session
+from gadgets.replay.session import SessionError, SessionOutcome, run_session
 from recon_core.physics.operators import FFT2Operator
 from recon_core.prior.io import default_weights_path
 

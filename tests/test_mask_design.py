@@ -248,7 +248,7 @@ def test_undersampled_raw_keeps_the_listed_lines_and_moves_the_slice_flags(
 ) -> None:
     import ismrmrd
 
-    from gadgets.undersample import read_lines, undersample_raw
+    from gadgets.replay.undersample import read_lines, undersample_raw
 
     mask = np.zeros(180, dtype=bool)
     mask[[3, 50, 88, 89, 90, 91, 179]] = True

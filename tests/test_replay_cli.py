@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gadget_helpers import prior_weights_for_tests
 
-from gadgets.demo_data import demo_raw_file
+from gadgets.demo.synthetic import demo_raw_file
 from gadgets.replay import main
 
 FAST = ["--set", "iterations=3", "--set", "device=cpu", "--threads", "1"]

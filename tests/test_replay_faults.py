@@ -24,7 +24,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets.demo_data import SyntheticScan, write_synthetic_raw
+from gadgets.demo.synthetic import SyntheticScan, write_synthetic_raw
 from gadgets.replay import main
 
 PROJECT = Path(__file__).resolve().parents[1]

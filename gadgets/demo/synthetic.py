@@ -11,7 +11,7 @@ FIRST/LAST_IN_SLICE and LAST_IN_MEASUREMENT flags, real slice geometry and a hea
 different 2D pattern in every partition (:func:`partition_object`), ``kspace_encode_step_2``
 on every readout and an encoded / recon matrix z of ``partitions``.
 
-The demo raw file shipped in ``gadgets/demo/`` was made with ``python -m gadgets.demo_data``.
+The demo raw file shipped in ``gadgets/demo/`` was made with ``python -m gadgets.demo.synthetic``.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def slice_position(scan: SyntheticScan, slice_number: int) -> tuple[float, float
 
 def demo_raw_file() -> Path:
     """Path of the demo raw file shipped with the package."""
-    return Path(str(resources.files("gadgets") / "demo" / DEMO_FILE))
+    return Path(str(resources.files("gadgets.demo") / DEMO_FILE))
 
 
 def _complex_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -260,7 +260,7 @@ def _acquisition(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m gadgets.demo_data OUT.h5``: (re)write the demo raw file."""
+    """``python -m gadgets.demo.synthetic OUT.h5``: (re)write the demo raw file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="raw file to write")
     args = parser.parse_args(argv)

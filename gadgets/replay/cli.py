@@ -7,7 +7,7 @@ This process plays the Gadgetron server: it reads the chain XML, starts the Pyth
 way Gadgetron does (``python -m gadgetron PORT MODULE TARGET``; ``--connect`` serves it with
 ``gadgetron.external.listen`` in a thread instead), sends CONFIG, HEADER, the acquisitions (or,
 for a chain with C++ gadgets before the Python one, what those gadgets would produce: see
-:mod:`gadgets.emulation`) and CLOSE over a real socket, and writes the images that come back
+:mod:`gadgets.replay.emulation`) and CLOSE over a real socket, and writes the images that come back
 in ``gadgetron_ismrmrd_client``'s layout (``/<group>/image_<series>/header|attributes|data``).
 Waveforms in the raw file are not sent (the chains drop them). The raw file is only read
 (HDF5 mode ``r``): a read-only file works, and several runs may read one file at once.
@@ -52,13 +52,13 @@ import ismrmrd
 import numpy as np
 
 from gadgets.assembly import line_role
-from gadgets.chains import DEFAULT_CHAIN, ChainSpec, available_chains, load_chain, override_properties
-from gadgets.demo_data import demo_raw_file
-from gadgets.emulation import EmulationError, check_chain, emulate_chain, readout_label
+from gadgets.demo.synthetic import demo_raw_file
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
-from gadgets.output import default_group, write_client_layout, write_previews
-from gadgets.peers import PROJECT_ROOT, load_target
-from gadgets.session import InputError, SessionError, SessionOutcome, StopRequest, run_session
+from gadgets.replay.chains import DEFAULT_CHAIN, ChainSpec, available_chains, load_chain, override_properties
+from gadgets.replay.emulation import EmulationError, check_chain, emulate_chain, readout_label
+from gadgets.replay.output import default_group, write_client_layout, write_previews
+from gadgets.replay.peers import PROJECT_ROOT, load_target
+from gadgets.replay.session import InputError, SessionError, SessionOutcome, StopRequest, run_session
 from gadgets.settings import GadgetSettings, properties_from_xml, settings_from_properties
 
 log = logging.getLogger("pogmdm.replay")
@@ -475,7 +475,7 @@ def execute(plan: ReplayPlan, args: argparse.Namespace, stop: StopRequest | None
     """Run the gadget over the socket and collect what it sends back.
 
     Raises:
-        SessionError: as :func:`gadgets.session.run_session` (its ``outcome`` keeps the images).
+        SessionError: as :func:`gadgets.replay.session.run_session` (its ``outcome`` keeps the images).
     """
     env: dict[str, str] = {}
     if args.threads is not None:
@@ -666,7 +666,3 @@ def _plural(count: int, noun: str) -> str:
 
 def _rounded(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(v), 3) for v in values)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 from gadgetron.external import listen
 
 if TYPE_CHECKING:
-    from gadgets.session import SessionOutcome
+    from gadgets.replay.session import SessionOutcome
 
 log = logging.getLogger("pogmdm.replay")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: Seconds between checks of a stop request while waiting (accept, process exit).
 POLL_S = 0.25

@@ -40,7 +40,7 @@ from typing import Any
 import ismrmrd
 from gadgetron.types.recon_data import ReconData, write_recon_data
 
-from gadgets.peers import ChildPeer, Peer, SessionError, StopRequest, ThreadPeer
+from gadgets.replay.peers import ChildPeer, Peer, SessionError, StopRequest, ThreadPeer
 
 log = logging.getLogger("pogmdm.replay")
 

@@ -1,6 +1,6 @@
 """Retrospective undersampling of an ISMRMRD raw file by a ky line list.
 
-    python -m gadgets.undersample FULL.h5 MASK.npy -o SUB.h5     # MASK.npy or MASK.txt
+    python -m gadgets.replay.undersample FULL.h5 MASK.npy -o SUB.h5     # MASK.npy or MASK.txt
     pogmdm-recon SUB.h5 -o out.h5 --png previews/
 
 Keeps the imaging readouts whose ``kspace_encode_step_1`` is in the pattern (a ``(NY,)`` bool
