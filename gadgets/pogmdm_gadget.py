@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import socket
 import struct
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +51,7 @@ from gadgets.assembly import (
     describe,
 )
 from gadgets.buffers import slices_from_recon_data
+from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
 from gadgets.settings import GadgetSettings, settings_from_xml
@@ -60,8 +59,6 @@ from recon_core.physics.kspace import KSpaceSlice
 from recon_core.recon.config import ReconConfig
 
 log = logging.getLogger("pogmdm.gadget")
-
-GADGET_MESSAGE_ERROR = 8
 
 Reconstruct = Callable[..., ReconOutput]
 
@@ -81,7 +78,7 @@ class GadgetError:
 def write_error(destination: Any, error: GadgetError) -> None:
     """Serialise a :class:`GadgetError` on a gadgetron ``Connection`` socket wrapper."""
     payload = error.text.encode("utf-8")
-    destination.write(struct.pack("<H", GADGET_MESSAGE_ERROR) + struct.pack("<Q", len(payload)) + payload)
+    destination.write(struct.pack("<H", ERROR) + struct.pack("<Q", len(payload)) + payload)
 
 
 def reconstruct_acquisitions(connection: Any) -> None:
@@ -107,10 +104,8 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         ValueError: for a bad configuration or header (also sent as an ERROR message).
         ReconstructionError: when any slice failed (each also sent as an ERROR message).
     """
-    _guard_end_of_stream(connection)
-    # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument
-    # lambda that send() then calls with two (destination, item) and fails.
-    connection.writers.insert(0, (lambda item: isinstance(item, GadgetError), write_error))
+    guard_end_of_stream(connection)
+    add_writer_first(connection, lambda item: isinstance(item, GadgetError), write_error)
     try:
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
@@ -232,10 +227,7 @@ class _Session:
 
     def run_buffers(self) -> None:
         self.connection.filter(ReconData)
-        with warnings.catch_warnings():
-            # gadgetron 1.4.1 puts ctypes headers into an object array; numpy warns about their
-            # buffer format (harmless: the headers stay ctypes objects).
-            warnings.filterwarnings("ignore", "A builtin ctypes object gave a PEP3118", RuntimeWarning)
+        with ctypes_header_warnings_ignored():
             for recon_data in self.connection:
                 self._buffered_item(recon_data)
 
@@ -347,25 +339,3 @@ def _report(connection: Any, text: str) -> None:
         connection.send(GadgetError(text))
     except OSError as error:
         log.error("could not send the error to the peer (%s): %s", error, text)
-
-
-def _guard_end_of_stream(connection: Any) -> None:
-    """Make reads on a closed socket raise instead of spinning.
-
-    gadgetron 1.4.1's ``SocketWrapper.read`` loops forever when the peer disconnects without a
-    CLOSE message (``recv`` returning ``b""``); this replaces the wrapper's ``read`` on this
-    connection with one that raises :class:`ConnectionError`.
-    """
-    wrapper = connection.socket
-    raw: socket.socket = wrapper.socket
-
-    def read(count: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < count:
-            chunk = raw.recv(count - len(chunks), socket.MSG_WAITALL)
-            if not chunk:
-                raise ConnectionError("the Gadgetron side closed the connection without a CLOSE message")
-            chunks += chunk
-        return bytes(chunks)
-
-    wrapper.read = read

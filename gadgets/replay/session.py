@@ -40,12 +40,11 @@ from typing import Any
 import ismrmrd
 from gadgetron.types.recon_data import ReconData, write_recon_data
 
+from gadgets.compat import ACQUISITION, CLOSE, CONFIG, ERROR, HEADER, IMAGE, TEXT, WAVEFORM
 from gadgets.replay.peers import ChildPeer, Peer, SessionError, StopRequest, ThreadPeer
 
 log = logging.getLogger("pogmdm.replay")
 
-CONFIG, HEADER, CLOSE, TEXT, ERROR = 2, 3, 4, 5, 8
-ACQUISITION, IMAGE, RECON_DATA, WAVEFORM = 1008, 1022, 1023, 1026
 
 #: Seconds the gadget gets, after the items failed, to send what it is finishing.
 INPUT_FAILURE_GRACE_S = 30.0
