@@ -27,39 +27,28 @@ started); 128 + the signal number when interrupted (130 SIGINT, 143 SIGTERM, 129
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import importlib.util
 import logging
-import os
-import re
 import signal
 import sys
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from importlib.machinery import PathFinder
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import h5py
 import ismrmrd
-import numpy as np
 
-from gadgets.assembly import line_role
-from gadgets.demo.synthetic import demo_raw_file
-from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
-from gadgets.replay.chains import DEFAULT_CHAIN, ChainSpec, available_chains, load_chain, override_properties
-from gadgets.replay.emulation import EmulationError, check_chain, emulate_chain, readout_label
+from gadgets.replay.chains import DEFAULT_CHAIN, available_chains
+from gadgets.replay.emulation import EmulationError, emulate_chain
 from gadgets.replay.output import default_group, write_client_layout, write_previews
-from gadgets.replay.peers import PROJECT_ROOT, load_target
+from gadgets.replay.plan import ReplayPlan, check_outputs, plan_replay
+from gadgets.replay.rawfile import RECON_COUNTERS, ReconKey, h5_reason, read_acquisitions
 from gadgets.replay.session import InputError, SessionError, SessionOutcome, StopRequest, run_session
-from gadgets.settings import GadgetSettings, properties_from_xml, settings_from_properties
 
 log = logging.getLogger("pogmdm.replay")
 
@@ -67,14 +56,6 @@ PROGRAM = "pogmdm-recon"
 
 #: Signals that end a run gracefully: the gadget is stopped, received images are written.
 HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-#: The counters that tell one reconstruction from another (one image per series each).
-RECON_COUNTERS = ("slice", "contrast", "phase", "repetition", "set")
-
-#: Acquisitions read from the raw file at a time.
-READ_BLOCK = 256
-
-ReconKey = tuple[int, int, int, int, int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,274 +184,6 @@ class _Signals:
         return 128 + self.signum if self.signum is not None else otherwise
 
 
-@dataclass(frozen=True)
-class ReplayPlan:
-    """Everything decided before the gadget starts (all validation happens in :func:`plan_replay`).
-
-    Attributes:
-        raw: the raw file; chain: the chain; configuration_xml: the CONFIG text (with overrides);
-        settings: the parsed gadget settings; header_xml: the raw file's XML header;
-        encoding: what the header says; expected: reconstructions expected (distinct slices);
-        keys: their (slice, contrast, phase, repetition, set), sorted.
-    """
-
-    raw: Path
-    chain: ChainSpec
-    configuration_xml: str
-    settings: GadgetSettings
-    header_xml: bytes
-    encoding: EncodingInfo
-    expected: int
-    keys: tuple[ReconKey, ...] = ()
-
-    @property
-    def expected_series(self) -> dict[int, int]:
-        """Images expected per ``image_series_index``."""
-        series = {self.settings.image_series: self.expected}
-        if self.settings.output_variance:
-            series[self.settings.std_series] = self.expected
-        return series
-
-
-def plan_replay(args: argparse.Namespace) -> ReplayPlan:
-    """Read and check the chain, its properties, the device and the raw file.
-
-    Raises:
-        ValueError: naming the file, property or value that is wrong (unknown chain / property,
-            bad device, not an HDF5 file, bad header, no image data).
-    """
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
-    raw = args.raw if args.raw is not None else demo_raw_file()
-    if args.raw is None:
-        log.info("no input given: reconstructing the shipped demo raw file %s", raw)
-    if not raw.exists():
-        raise ValueError(f"raw file {raw} not found")
-    if not raw.is_file():
-        raise ValueError(f"raw file {raw} is not a file")
-    chain = load_chain(args.chain)
-    if chain.connect_port is not None:
-        raise ValueError(f"chain {chain.path} uses <connect>; pogmdm-recon needs an <execute> node")
-    check_chain(chain)
-    _check_gadget_module(chain, args.connect)
-    overrides = dict(_key_value(item) for item in args.set)
-    if args.preset:
-        overrides["preset"] = args.preset
-    source = f"chain {chain.path}" + (" with --set/--preset" if overrides else "")
-    try:
-        configuration_xml = (
-            override_properties(chain.configuration_xml, overrides) if overrides else chain.configuration_xml
-        )
-        settings = settings_from_properties(properties_from_xml(ElementTree.fromstring(configuration_xml)))
-    except (ValueError, ElementTree.ParseError) as error:
-        raise ValueError(f"gadget properties of {source}: {error}") from None
-    _check_device(settings, source)
-    header_xml, encoding, keys = read_raw_summary(raw, args.dataset)
-    if not keys:
-        raise ValueError(f"raw file {raw} holds no imaging readouts")
-    log.info(
-        "%s: header version %s, encoded %s, recon %s; %d reconstruction(s) expected; chain %s, preset %s",
-        raw,
-        encoding.header_version,
-        encoding.encoded_matrix,
-        encoding.recon_matrix,
-        len(keys),
-        chain.name,
-        settings.preset,
-    )
-    return ReplayPlan(raw, chain, configuration_xml, settings, header_xml, encoding, len(keys), keys)
-
-
-def _check_gadget_module(chain: ChainSpec, in_thread: bool) -> None:
-    """The chain's Python gadget must be importable where it will run.
-
-    ``--connect`` loads it here; for a child process only its top-level package is looked up
-    (on the child's path: this project, ``PYTHONPATH``, the working folder, this interpreter's).
-    """
-    where = f"chain {chain.path}: the gadget {chain.module}.{chain.target}"
-    if in_thread:
-        try:
-            load_target(chain.module, chain.target)
-        except (ImportError, AttributeError, TypeError) as error:
-            raise ValueError(f"{where} cannot be loaded: {type(error).__name__}: {error}") from None
-        return
-    top = chain.module.partition(".")[0]
-    paths = [str(PROJECT_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep), os.getcwd(), *sys.path]
-    try:
-        found = importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found and PathFinder.find_spec(top, [p for p in paths if p]) is None:
-        raise ValueError(f"{where} cannot be started: no module named {top!r} on the gadget's Python path")
-
-
-def _check_device(settings: GadgetSettings, source: str) -> None:
-    """The ``device`` property must name a device of this machine (the gadget runs here)."""
-    from recon_core.recon.device import resolve_device
-
-    try:
-        resolve_device(settings.recon.device)
-    except ValueError as error:
-        raise ValueError(f"gadget property device of {source}: {error}") from None
-
-
-def read_raw_summary(raw: Path, dataset: str) -> tuple[bytes, EncodingInfo, tuple[ReconKey, ...]]:
-    """The XML header, what it says, and the reconstructions the readouts call for (read-only).
-
-    Raises:
-        ValueError: ``cannot read raw file X: ...`` naming what is wrong.
-    """
-    if not h5py.is_hdf5(raw):
-        raise ValueError(f"cannot read raw file {raw}: not an HDF5 file")
-    try:
-        with h5py.File(raw, "r") as handle:
-            group = handle.get(dataset)
-            if not isinstance(group, h5py.Group) or "xml" not in group or "data" not in group:
-                raise ValueError(f"raw file {raw} has no ISMRMRD raw data in /{dataset} (xml and data)")
-            header_xml = bytes(group["xml"][0])
-            headers = group["data"]["head"]
-    except OSError as error:
-        raise ValueError(f"cannot read raw file {raw}: {_h5_reason(error)}") from None
-    except (KeyError, TypeError) as error:
-        raise ValueError(
-            f"cannot read raw file {raw}: /{dataset} is not ISMRMRD raw data ({error})"
-        ) from None
-    try:
-        encoding = encoding_from_header(parse_header(header_xml))
-    except Exception as error:  # the XML parser's many exception types
-        raise ValueError(f"raw file {raw}: bad ISMRMRD XML header: {type(error).__name__}: {error}") from None
-    keys: set[ReconKey] = set()
-    for number, raw_header in enumerate(headers):
-        try:
-            header = _acquisition_header(raw_header)
-        except ValueError as error:
-            raise ValueError(f"raw file {raw}: acquisition {number}: {error}") from None
-        if line_role(header, encoding) in ("image", "calibration"):
-            keys.add(tuple(int(getattr(header.idx, name)) for name in RECON_COUNTERS))  # type: ignore[arg-type]
-    return header_xml, encoding, tuple(sorted(keys))
-
-
-def count_reconstructions(headers: np.ndarray, encoding: EncodingInfo) -> int:
-    """Distinct (slice, contrast, phase, repetition, set) among the imaging readouts."""
-    keys = set()
-    for raw_header in headers:
-        header = _acquisition_header(raw_header)
-        if line_role(header, encoding) in ("image", "calibration"):
-            keys.add(tuple(int(getattr(header.idx, name)) for name in RECON_COUNTERS))
-    return len(keys)
-
-
-def _acquisition_header(record: Any) -> ismrmrd.AcquisitionHeader:
-    data = np.ascontiguousarray(record).tobytes()
-    size = ctypes.sizeof(ismrmrd.AcquisitionHeader)
-    if len(data) != size:
-        raise ValueError(f"its header record has {len(data)} bytes, an ISMRMRD acquisition header {size}")
-    return ismrmrd.AcquisitionHeader.from_buffer_copy(data)
-
-
-def read_acquisitions(data: h5py.Dataset, raw: Path) -> Iterator[ismrmrd.Acquisition]:
-    """The acquisitions of an open ``/dataset/data`` (read in blocks), checked against their headers.
-
-    Raises:
-        InputError: naming the file and the acquisition whose data do not fit its header.
-    """
-    for start in range(0, int(data.shape[0]), READ_BLOCK):
-        try:
-            records = data[start : start + READ_BLOCK]
-        except (OSError, ValueError, TypeError) as error:
-            raise InputError(
-                f"cannot read raw file {raw}: acquisitions {start} to {start + READ_BLOCK - 1}: {error}"
-            ) from None
-        for offset, record in enumerate(records):
-            yield acquisition_from_record(record, raw, start + offset)
-
-
-def acquisition_from_record(record: Any, raw: Path | str, number: int) -> ismrmrd.Acquisition:
-    """An ``ismrmrd.Acquisition`` from one record of ``/dataset/data`` (head, traj, data).
-
-    Raises:
-        InputError: when the sample data or trajectory do not match the header's sizes.
-    """
-    try:
-        header = _acquisition_header(record["head"])
-    except ValueError as error:
-        raise InputError(f"bad raw file {raw}: acquisition {number}: {error}") from None
-    samples, channels = int(header.number_of_samples), int(header.active_channels)
-    dimensions = int(header.trajectory_dimensions)
-    values = np.asarray(record["data"], dtype=np.float32)
-    if values.size != 2 * samples * channels:
-        raise InputError(
-            f"bad raw file {raw}: acquisition {number} ({readout_label(header)}): its header says "
-            f"{channels} channel(s) x {samples} samples, its data hold {values.size / 2:g} complex values"
-        )
-    trajectory = np.asarray(record["traj"], dtype=np.float32)
-    if trajectory.size != samples * dimensions:
-        raise InputError(
-            f"bad raw file {raw}: acquisition {number} ({readout_label(header)}): its header says "
-            f"{samples} samples x {dimensions} trajectory dimension(s), its trajectory holds "
-            f"{trajectory.size} values"
-        )
-    return ismrmrd.Acquisition(
-        header,
-        values.view(np.complex64).reshape(channels, samples).copy(),
-        trajectory.reshape(samples, dimensions).copy(),
-    )
-
-
-def check_outputs(output: Path, png: Path | None) -> None:
-    """Check, before anything starts, that the output file and the PNG folder can be written.
-
-    Raises:
-        ValueError: one line naming the path and what is wrong with it.
-    """
-    if output.exists():
-        if output.is_dir():
-            raise ValueError(f"output {output} is a folder; name a file (-o {output / 'out.h5'})")
-        if not h5py.is_hdf5(output):
-            raise ValueError(f"output {output} exists and is not an HDF5 file; not overwriting it")
-        try:
-            with h5py.File(output, "a"):
-                pass
-        except OSError as error:
-            raise ValueError(f"output {output} cannot be opened for writing: {_h5_reason(error)}") from None
-    else:
-        folder = output.parent
-        if not folder.exists():
-            raise ValueError(f"output folder {folder} does not exist")
-        if not folder.is_dir():
-            raise ValueError(f"output folder {folder} is not a folder")
-        _check_writable(folder, "output folder")
-    if png is not None:
-        if png.exists() and not png.is_dir():
-            raise ValueError(f"--png {png} is an existing file, not a folder")
-        existing = next(p for p in (png, *png.parents) if p.exists() or p == Path(p.anchor or "."))
-        if not existing.is_dir():
-            raise ValueError(f"--png {png}: {existing} is a file, not a folder")
-        _check_writable(existing, "--png folder")
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise ValueError(f"{what} {folder} is not writable: {error.strerror or error}") from None
-
-
-def _h5_reason(error: OSError) -> str:
-    text = str(error)
-    if "unable to lock file" in text:
-        return "it is locked by another process (open for writing elsewhere?)"
-    if "file signature not found" in text:
-        return "not an HDF5 file"
-    if "Permission denied" in text or "errno = 13" in text:
-        return "permission denied"
-    match = re.search(r"error message = '([^']*)'", text)  # HDF5's wordy errors: the system's words
-    return match.group(1) if match else text
-
-
 def execute(plan: ReplayPlan, args: argparse.Namespace, stop: StopRequest | None = None) -> SessionOutcome:
     """Run the gadget over the socket and collect what it sends back.
 
@@ -487,7 +200,7 @@ def execute(plan: ReplayPlan, args: argparse.Namespace, stop: StopRequest | None
     try:
         handle = h5py.File(plan.raw, "r")
     except OSError as error:
-        raise SessionError(f"cannot read raw file {plan.raw}: {_h5_reason(error)}") from None
+        raise SessionError(f"cannot read raw file {plan.raw}: {h5_reason(error)}") from None
     with handle:
         items: Iterable[Any] = read_acquisitions(handle[args.dataset]["data"], plan.raw)
         if plan.chain.upstream:
@@ -638,7 +351,7 @@ def save_images(output: Path, group: str, images: Sequence[ismrmrd.Image]) -> tu
         log.info("wrote %d image(s) to %s: %s", len(images), output, ", ".join(written))
         return output, ""
     except Exception as error:  # whatever it is, the images must still land somewhere
-        reason = f"could not write {output} ({_h5_reason(error) if isinstance(error, OSError) else error})"
+        reason = f"could not write {output} ({h5_reason(error) if isinstance(error, OSError) else error})"
         log.error("%s", reason)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{output.stem or 'pogmdm_out'}.recovered-{stamp}{output.suffix or '.h5'}"
@@ -651,13 +364,6 @@ def save_images(output: Path, group: str, images: Sequence[ismrmrd.Image]) -> tu
         log.error("the %d received image(s) were written to %s instead", len(images), candidate)
         return candidate, reason
     return None, f"{reason}, nor a recovery file next to it or in {tempfile.gettempdir()}"
-
-
-def _key_value(item: str) -> tuple[str, str]:
-    key, separator, value = item.partition("=")
-    if not separator or not key.strip():
-        raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-    return key.strip(), value.strip()
 
 
 def _plural(count: int, noun: str) -> str:
