@@ -26,8 +26,8 @@ import ismrmrd
 import numpy as np
 import torch
 
-from gadgets.assembly import ReadoutLine, SliceData, has_flag, line_role, slice_index
 from gadgets.encoding import EncodingInfo
+from gadgets.slices import ReadoutLine, SliceData, has_flag, line_role, slice_index
 
 
 def slices_from_recon_data(recon_data: Any, encoding: EncodingInfo) -> list[SliceData]:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gadgets.assembly import AssembledSlice, Partition, shifted_position
 from gadgets.compat import image_data
 from gadgets.encoding import EncodingInfo
 from gadgets.readout import display_window, fit_to_recon_grid
 from gadgets.settings import GadgetSettings
+from gadgets.slices import AssembledSlice, Partition, shifted_position
 
 PROCESSING_HISTORY = ["PYTHON", "POGMDM"]
 

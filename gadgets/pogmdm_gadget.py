@@ -40,21 +40,13 @@ from typing import Any
 import ismrmrd
 from gadgetron.types import ReconData
 
-from gadgets.assembly import (
-    AssembledSlice,
-    RejectedReadoutError,
-    SliceAssembler,
-    SliceData,
-    SliceDataError,
-    assemble,
-    check_sampling,
-    describe,
-)
+from gadgets.assembly import SliceAssembler, assemble, check_sampling
 from gadgets.buffers import slices_from_recon_data
 from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
 from gadgets.settings import GadgetSettings, settings_from_xml
+from gadgets.slices import AssembledSlice, RejectedReadoutError, SliceData, SliceDataError, describe
 from recon_core.physics.kspace import KSpaceSlice
 from recon_core.recon.config import ReconConfig
 

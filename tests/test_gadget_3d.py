@@ -20,11 +20,12 @@ import torch
 from gadget_helpers import read_raw, replay_acquisitions
 from test_gadget_wire import CHILD_ENV, ITERATIONS, PRIOR, listen_leaks_its_socket, normalised_error, pixels
 
-from gadgets.assembly import SliceAssembler, SliceData, assemble, check_sampling
+from gadgets.assembly import SliceAssembler, assemble, check_sampling
 from gadgets.demo.synthetic import SyntheticScan, header_xml, partition_object, write_synthetic_raw
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import run_gadget
 from gadgets.readout import crop_or_pad
+from gadgets.slices import SliceData
 from recon_core.sim.phantom import birdcage_coil_maps
 
 SLAB = SyntheticScan(matrix=32, coils=4, acceleration=2, calibration_lines=8, partitions=4)

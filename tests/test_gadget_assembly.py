@@ -12,21 +12,14 @@ import pytest
 import torch
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription, read_recon_data
 
-from gadgets.assembly import (
-    Partition,
-    SliceAssembler,
-    SliceData,
-    SliceDataError,
-    assemble,
-    assemble_slice,
-    readout_line,
-)
+from gadgets.assembly import SliceAssembler, assemble, assemble_slice
 from gadgets.buffers import slices_from_recon_data
 from gadgets.demo.synthetic import SyntheticScan, sampled_lines, write_synthetic_raw
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.replay.chains import load_chain
 from gadgets.replay.emulation import emulate_chain
 from gadgets.replay.session import encode_item
+from gadgets.slices import Partition, SliceData, SliceDataError, readout_line
 from recon_core.physics.kspace import SliceIndex
 
 

@@ -17,11 +17,12 @@ import torch
 from gadget_helpers import read_raw, replay_acquisitions
 from test_gadget_wire import ITERATIONS, PRIOR, listen_leaks_its_socket
 
-from gadgets.assembly import RejectedReadoutError, SliceAssembler, check_sampling
+from gadgets.assembly import SliceAssembler, check_sampling
 from gadgets.demo.synthetic import SyntheticScan, header_xml, sampled_lines, write_synthetic_raw
 from gadgets.encoding import encoding_from_header, parse_header
 from gadgets.pogmdm_gadget import load_image_prior
 from gadgets.settings import settings_from_properties
+from gadgets.slices import RejectedReadoutError
 from recon_core.prior.io import load_prior, save_prior
 from recon_core.prior.model import PoGMDM
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gadgets.assembly import AssembledSlice
 from gadgets.encoding import EncodingInfo
 from gadgets.images import image_comment, images_for_slice
 from gadgets.settings import settings_from_properties
+from gadgets.slices import AssembledSlice
 from recon_core.physics.kspace import KSpaceSlice, SliceIndex
 from recon_core.recon.reconstruction import ReconResult
 

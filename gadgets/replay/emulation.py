@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
-from gadgets.assembly import has_flag, line_role, readout_line
 from gadgets.encoding import EncodingInfo
 from gadgets.readout import centre_readout, remove_readout_oversampling
 from gadgets.replay.chains import ChainSpec, UpstreamGadget
+from gadgets.slices import has_flag, line_role, readout_line
 from recon_core.physics.prewhitening import noise_covariance, whitening_matrix
 
 COUNTERS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")

@@ -17,10 +17,10 @@ import h5py
 import ismrmrd
 import numpy as np
 
-from gadgets.assembly import line_role
 from gadgets.encoding import EncodingInfo, encoding_from_header, parse_header
 from gadgets.replay.emulation import readout_label
 from gadgets.replay.session import InputError
+from gadgets.slices import line_role
 
 #: The counters that tell one reconstruction from another (one image per series each).
 RECON_COUNTERS = ("slice", "contrast", "phase", "repetition", "set")
