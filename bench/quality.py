@@ -147,10 +147,10 @@ def _espirit_tuned(
 def _load_prior(name: str) -> object | None:
     if name == "default":
         return None
-    from recon_core.prior import SHIPPED_PRIORS, load_prior
+    from recon_core.prior import SHIPPED_PRIORS, load_inference_prior
 
     if name.endswith(".safetensors") or name in SHIPPED_PRIORS:
-        return load_prior(name).tabulated()
+        return load_inference_prior(name)
     if name == "smooth-tv":
         sys.path.insert(0, str(REPO / "tests"))
         from smooth_prior import SmoothTVPrior

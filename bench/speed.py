@@ -117,14 +117,14 @@ def run_pogmdm(preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarr
     import torch
 
     from recon_core.physics.kspace import KSpaceSlice
-    from recon_core.prior import load_default_prior
+    from recon_core.prior import load_inference_prior
     from recon_core.recon.config import load_preset
     from recon_core.recon.device import resolve_device
     from recon_core.recon.reconstruction import reconstruct
 
     device = resolve_device(device_name)
     config = dataclasses.replace(load_preset(preset), device=str(device))
-    prior = load_default_prior(device).tabulated()
+    prior = load_inference_prior("", device)
     data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

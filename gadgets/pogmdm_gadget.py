@@ -28,13 +28,11 @@ partition's offset (recon FOV z / recon matrix z per partition), field of view z
 
 from __future__ import annotations
 
-import importlib
 import logging
 import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ismrmrd
@@ -131,32 +129,20 @@ def load_image_prior(settings: GadgetSettings) -> Any:
 
     ``settings.prior`` is a shipped prior's name (``conv``, ``shearlet``), a weights file
     (``.safetensors``; pickles are refused), ``MODULE:NAME`` of a prior class or factory (called
-    without arguments), or empty for the shipped default prior. PoGMDM weights
-    are used in their fast inference view (tabulated potentials), as ``reconstruct`` does for
-    its default prior.
+    without arguments), or empty for the shipped default prior; see
+    :func:`recon_core.prior.io.load_inference_prior`. PoGMDM weights are used in their fast
+    inference view (tabulated potentials), as ``reconstruct`` does for its default prior.
 
     Raises:
         ValueError: naming the ``prior`` property when ``MODULE:NAME`` gives ``None`` or
             anything else that is not a prior (never a silent fall-back to the default prior).
     """
-    from recon_core.prior import DiffusionImagePrior, load_default_prior, load_prior
+    from recon_core.prior import load_inference_prior
     from recon_core.recon.device import resolve_device
 
-    device = resolve_device(settings.recon.device)
-    spec = settings.prior
-    if not spec:
-        return load_default_prior(device).tabulated()
-    if ":" in spec and not Path(spec).exists():
-        module, _, name = spec.partition(":")
-        factory = getattr(importlib.import_module(module), name)
-        prior = factory() if callable(factory) else factory
-        if not isinstance(prior, DiffusionImagePrior):
-            raise ValueError(
-                f"prior property {spec!r} gave {type(prior).__name__}, not an image prior with "
-                "energy(x, sigma) and score(x, sigma)"
-            )
-        return prior
-    return load_prior(spec, device).tabulated()
+    return load_inference_prior(
+        settings.prior, resolve_device(settings.recon.device), source="prior property"
+    )
 
 
 def load_reconstruct() -> Reconstruct:

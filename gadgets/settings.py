@@ -85,6 +85,26 @@ class GadgetSettings:
             raise ValueError(f"image_series and std_series must differ, both are {self.image_series}")
 
 
+def property_entry(node: ElementTree.Element) -> tuple[str, str] | None:
+    """``(name, value)`` of a ``<property>`` element, or ``None`` for any other element.
+
+    The one reader of Gadgetron's two property forms (the gadget's ``<configuration>`` and the
+    chains' gadgets alike): ``<property name="N" value="V"/>`` and
+    ``<property><name>N</name><value>V</value></property>`` (children win over attributes;
+    namespaces are ignored). The value is stripped; a missing name or value is ``""``.
+    """
+    if _local_name(node.tag) != "property":
+        return None
+    name = node.get("name")
+    value = node.get("value")
+    for child in node:
+        if _local_name(child.tag) == "name":
+            name = (child.text or "").strip()
+        elif _local_name(child.tag) == "value":
+            value = child.text or ""
+    return name or "", (value or "").strip()
+
+
 def properties_from_xml(configuration: ElementTree.Element | None) -> dict[str, str]:
     """``{name: value}`` of the ``<property>`` children of a ``<configuration>`` element.
 
@@ -97,22 +117,17 @@ def properties_from_xml(configuration: ElementTree.Element | None) -> dict[str, 
         return {}
     properties: dict[str, str] = {}
     for node in configuration:
-        if _local_name(node.tag) != "property":
+        entry = property_entry(node)
+        if entry is None:
             continue
-        name = node.get("name")
-        value = node.get("value")
-        for child in node:
-            if _local_name(child.tag) == "name":
-                name = (child.text or "").strip()
-            elif _local_name(child.tag) == "value":
-                value = child.text or ""
+        name, value = entry
         if not name:
             raise ValueError(
                 f"a <property> without a name in the configuration: {ElementTree.tostring(node)!r}"
             )
         if name in properties:
             raise ValueError(f"property {name!r} is given twice in the configuration")
-        properties[name] = (value or "").strip()
+        properties[name] = value
     return properties
 
 

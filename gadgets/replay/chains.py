@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gadgets.settings import property_entry
+
 DEFAULT_CHAIN = "pogmdm"
 
 #: The C++ gadgets whose work ``pogmdm-recon`` can do itself before the Python gadget.
@@ -150,7 +152,8 @@ def override_properties(configuration_xml: str, overrides: dict[str, str]) -> st
     root = ElementTree.fromstring(configuration_xml)
     for key, value in overrides.items():
         for node in list(root):
-            if node.tag == "property" and (node.get("name") or node.findtext("name", "").strip()) == key:
+            entry = property_entry(node)
+            if entry is not None and entry[0] == key:
                 root.remove(node)
         ElementTree.SubElement(root, "property", {"name": key, "value": value})
     return ElementTree.tostring(root, encoding="unicode")
@@ -159,11 +162,7 @@ def override_properties(configuration_xml: str, overrides: dict[str, str]) -> st
 def _gadget(node: ElementTree.Element, where: str) -> UpstreamGadget:
     if node.tag != "gadget":
         raise ValueError(f"chain {where}: pogmdm-recon cannot replay a <{node.tag}> node")
-    properties = []
-    for prop in node.findall("property"):
-        name = prop.get("name") or (prop.findtext("name") or "").strip()
-        value = prop.get("value") if prop.get("value") is not None else (prop.findtext("value") or "")
-        properties.append((name, value.strip()))
+    properties = [entry for entry in map(property_entry, node) if entry is not None]
     classname = (node.findtext("classname") or "").strip()
     return UpstreamGadget(
         name=(node.findtext("name") or classname).strip(), classname=classname, properties=tuple(properties)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
 from recon_core.prior.model import sigma_vector
 
 
@@ -63,5 +63,4 @@ class ComplexPartsPrior:
 
     def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Tweedie's estimate ``x + sigma^2 score(x, sigma)`` (per part)."""
-        sigma_b = sigma_vector(sigma, x.shape[0], x.real)[:, None, None]
-        return x + sigma_b.square() * self.score(x, sigma)
+        return tweedie_denoise(self.score, x, sigma_vector(sigma, x.shape[0], x.real))

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from recon_core.physics.data_term import JointDataTerm
-from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
 from recon_core.recon.joint_steps import coil_step, per_batch, project_image
 from recon_core.recon.sampler import INITIAL_COIL_STEP, SamplerResult, unit_noise
 
@@ -167,5 +167,5 @@ def sample_posterior_pc(
             image = project_image(image + per_batch((2.0 * eps).sqrt(), image) * noise)
             coils, coil_steps = after_move(image, coils, coil_steps)
     if final_denoise:
-        image = image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])
+        image = tweedie_denoise(prior.score, image, sigmas[-1])
     return SamplerResult(samples=project_image(image), coils=coils, steps=total)

@@ -198,9 +198,9 @@ def _combine_sets(images: Tensor, extra_maps: Tensor | None) -> Tensor:
 
 def _load_prior(device: torch.device) -> DiffusionImagePrior:
     """The shipped PoGMDM in its fast inference view (tabulated ``psi'``)."""
-    from recon_core.prior import load_default_prior
+    from recon_core.prior import load_inference_prior
 
-    return load_default_prior(device).tabulated()
+    return load_inference_prior("", device)
 
 
 def _noise_level(data: KSpaceSlice) -> tuple[float, str]:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from recon_core.physics.data_term import JointDataTerm
-from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
 from recon_core.recon.joint_steps import coil_step, project_image
 
 INITIAL_COIL_STEP = 1.0
@@ -159,6 +159,6 @@ def sample_posterior(
             if progress is not None:
                 progress(done, total)
     if final_denoise:
-        image = image + sigmas[-1] ** 2 * prior.score(image, sigmas[-1])
+        image = tweedie_denoise(prior.score, image, sigmas[-1])
     image = project_image(image)
     return SamplerResult(samples=image, coils=coils, steps=total)

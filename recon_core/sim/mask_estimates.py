@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from recon_core.physics.operators import FFT2Operator
-from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
 from recon_core.prior.complex_prior import ComplexPartsPrior
 from recon_core.prior.model import PoGMDM
 
@@ -106,7 +106,7 @@ def tweedie_posterior_mean(
             f"{tuple(diffused.shape)} and {tuple(kspace.shape)}"
         )
     with torch.no_grad():
-        denoised = diffused + sigma[:, None, None].square() * ComplexPartsPrior(prior).score(diffused, sigma)
+        denoised = tweedie_denoise(ComplexPartsPrior(prior).score, diffused, sigma)
     return data_consistency(denoised, sigma, line_weights, coil_maps, kspace, noise_std, iterations)
 
 
@@ -167,7 +167,7 @@ def unrolled_posterior_mean(
     estimate = (coil_maps.conj() * fft.adjoint(weights * kspace)).sum(dim=-3)
     for level in levels:
         current = estimate if complex_images else estimate.real
-        denoised = current + level**2 * score(current, level)
+        denoised = tweedie_denoise(score, current, level)
         sigma = torch.full((estimate.shape[0],), level, dtype=estimate.real.dtype)
         estimate = data_consistency(denoised, sigma, line_weights, coil_maps, kspace, noise_std, iterations)
     return estimate
