@@ -152,7 +152,7 @@ def _load_prior(name: str) -> object | None:
     if name.endswith(".safetensors") or name in SHIPPED_PRIORS:
         return load_inference_prior(name)
     if name == "smooth-tv":
-        sys.path.insert(0, str(REPO / "tests"))
+        sys.path.insert(0, str(REPO / "tests" / "helpers"))
         from smooth_prior import SmoothTVPrior
 
         return SmoothTVPrior()

@@ -13,7 +13,7 @@ direction; below it the MAP estimate is kept. High-SNR data are refined along ma
 directions, low-SNR data hardly at all.
 
 Measured (``bench/quality.py`` masks, Berkeley brain, ``fast`` MAP PSNR in dB; the demo's NMSE;
-``tests/test_reconstruction.py``'s 64x64 phantom under a TV prior, complex image, noise 1e-3):
+``tests/recon/test_reconstruction.py``'s 64x64 phantom under a TV prior, complex image, noise 1e-3):
 
 | tau | (a) | (b) | (c) | (d) | (e) | (f) | demo NMSE | phantom NMSE |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|

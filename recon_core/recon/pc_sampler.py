@@ -32,7 +32,7 @@ the move's noise added after both. Along a measured direction (curvature ``lambd
 (ScoreMRI's order) would shrink it by the data step too and give ``(1 - g)^2 / (1 - g / 2)``
 (0.71 at ``g = 0.2``, measured on the Gaussian test problem). The data gain is capped at 1 in
 any case. For a Gaussian prior and a linear measurement the chains sample the closed-form
-posterior (``tests/test_pc_sampler.py``).
+posterior (``tests/recon/test_pc_sampler.py``).
 
 For a complex image ``xi`` has unit variance in both parts (:func:`recon_core.recon.sampler.unit_noise`);
 a real image is kept non-negative after every move.

@@ -32,7 +32,7 @@ from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DOCKER_README = REPO / "docker" / "README.md"
@@ -511,7 +511,7 @@ MUST_STAY_OUT = [
     ".git/objects/ab/cdef0123",
     ".gitignore",
     ".ci/run",
-    "tests/test_docker.py",
+    "tests/docker/test_docker.py",
     "tests/conftest.py",
     "tests/fixtures/raw.h5",
     "data/meas_brain.h5",

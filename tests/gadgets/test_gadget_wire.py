@@ -5,7 +5,7 @@ served by ``gadgetron.external.listen`` (connect mode); fed with raw files from 
 ``ismrmrd_generate_cartesian_shepp_logan`` (header version 8, noise readout, 2x readout
 oversampling), the package's synthetic writer (header version 2) and the real scanner files in
 ``../shared/data``. The image prior is the small analytic ``SmoothTVPrior`` of
-``tests/smooth_prior.py`` (named by the gadget's ``prior`` property), so the quality bounds hold
+``tests/helpers/smooth_prior.py`` (named by the gadget's ``prior`` property), so the quality bounds hold
 whatever trained weights ship; the shipped prior's own path is checked separately. Few MAP
 iterations and one CPU thread keep every run short.
 """
@@ -33,11 +33,13 @@ from recon_core.prior.io import default_weights_path
 
 ITERATIONS = 20
 PRIOR = "smooth_prior:SmoothTVPrior"
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
+HELPERS = HERE.parent / "helpers"
+#: The gadget child processes import this module's targets, the helpers and the project.
 CHILD_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
-    "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+    "PYTHONPATH": os.pathsep.join([str(HERE), str(HELPERS), str(HERE.parents[1])]),
 }
 
 # gadgetron 1.4.1's listen() never closes its listening socket (a ResourceWarning when it is freed).

@@ -1,7 +1,7 @@
 """Tiny gadget targets that misbehave on purpose, for the replay's fault tests.
 
-Chains name them as ``<execute name="tests.fault_gadgets" target="..." type="python"/>``; the
-replay starts them as ``python -m gadgetron PORT tests.fault_gadgets TARGET`` with the project
+Chains name them as ``<execute name="tests.helpers.fault_gadgets" target="..." type="python"/>``; the
+replay starts them as ``python -m gadgetron PORT tests.helpers.fault_gadgets TARGET`` with the project
 root on ``PYTHONPATH`` (``tests`` is a namespace package there). They import neither torch nor
 the reconstruction, so a child starts in about a second.
 

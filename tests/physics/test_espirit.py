@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 import torch
+from image_metrics import nmse
 from operator_checks import random_complex
 from smooth_prior import SmoothTVPrior
-from test_reconstruction import nmse
 
 from recon_core.physics.data_term import JointDataTerm, normalised_coils
 from recon_core.physics.espirit import calibration_region, espirit_maps, kernel_gram

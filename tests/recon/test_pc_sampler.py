@@ -115,9 +115,10 @@ def test_same_seed_same_samples() -> None:
 def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
     """End to end on the phantom: the posterior_pc preset's method reaches the NMSE bound of the
     annealed sampler, returns a finite std, reports its progress and repeats with its seed."""
+    from image_metrics import nmse
     from smooth_prior import SmoothTVPrior
     from test_reconstruction import NOISE_STD as PHANTOM_NOISE
-    from test_reconstruction import _phantom_slice, nmse
+    from test_reconstruction import _phantom_slice
 
     from recon_core.recon.config import load_preset
     from recon_core.recon.reconstruction import reconstruct

@@ -1,6 +1,6 @@
 """End-to-end reconstruction on a synthetic Shepp-Logan phantom with birdcage coils.
 
-The prior is the small analytic ``SmoothTVPrior`` (tests/smooth_prior.py), so these tests do
+The prior is the small analytic ``SmoothTVPrior`` (tests/helpers/smooth_prior.py), so these tests do
 not depend on the trained weights; one test runs the shipped default prior where present.
 """
 
@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+from image_metrics import nmse
 from smooth_prior import SmoothTVPrior
 from torch import Tensor
 
@@ -49,12 +50,6 @@ def _phantom_slice(
     )
     reference = coil_images.abs().pow(2).sum(0).sqrt()
     return data.to(device), reference.to(device)
-
-
-def nmse(estimate: Tensor, reference: Tensor) -> float:
-    """NMSE after the least-squares scale of ``estimate`` to ``reference``."""
-    scale = (estimate * reference).sum() / (estimate * estimate).sum()
-    return float(((scale * estimate - reference) ** 2).sum() / (reference**2).sum())
 
 
 def _config(method: str, device: torch.device, **changes: object) -> ReconConfig:

@@ -4,7 +4,7 @@ ground truth (the simulated phantom times the RSS of the simulated coils)."""
 from __future__ import annotations
 
 from gadget_helpers import read_raw
-from test_reconstruction import nmse
+from image_metrics import nmse
 
 from gadgets.assembly import SliceAssembler, assemble_slice
 from gadgets.demo.synthetic import demo_raw_file

@@ -1,7 +1,7 @@
 """``pogmdm-recon`` when things go wrong: nothing received is lost, nothing fails silently.
 
 Real processes and sockets throughout: the gadget is a child ``python -m gadgetron`` running a
-small misbehaving target from :mod:`tests.fault_gadgets` (no torch, about a second to start);
+small misbehaving target from :mod:`tests.helpers.fault_gadgets` (no torch, about a second to start);
 the runs that need signals or an uncaught-exception check run ``pogmdm-recon`` itself as a
 subprocess. Each case checks the exit status, that the LAST stderr line names what was written,
 why the run fell short and which slices were lost, and that every received image was written.
@@ -27,7 +27,7 @@ import pytest
 from gadgets.demo.synthetic import SyntheticScan, write_synthetic_raw
 from gadgets.replay import main
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 BUFFERED_CHAIN = PROJECT / "config" / "pogmdm_buffered.xml"
 SCAN = SyntheticScan(matrix=16, coils=2, slices=3, acceleration=1, calibration_lines=0, oversampling=1)
 
@@ -39,8 +39,8 @@ def raw3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fault_chain(folder: Path, target: str, template: str | None = None) -> Path:
-    """A chain XML whose Python gadget is ``tests.fault_gadgets.<target>``."""
-    execute = f'<execute name="tests.fault_gadgets" target="{target}" type="python"/>'
+    """A chain XML whose Python gadget is ``tests.helpers.fault_gadgets.<target>``."""
+    execute = f'<execute name="tests.helpers.fault_gadgets" target="{target}" type="python"/>'
     if template is None:
         text = (
             "<configuration><version>2</version><stream><external>"
@@ -448,7 +448,11 @@ def test_bad_inputs_exit_2_naming_the_file(
 ) -> None:
     (tmp_path / "notes.h5").write_text("not HDF5\n")
     (tmp_path / "broken.xml").write_text("<configuration><version>2</version><stream>")
-    missing = fault_chain(tmp_path, "run").read_text().replace("tests.fault_gadgets", "no_such_module.gadget")
+    missing = (
+        fault_chain(tmp_path, "run")
+        .read_text()
+        .replace("tests.helpers.fault_gadgets", "no_such_module.gadget")
+    )
     (tmp_path / "missing.xml").write_text(missing)
     arguments = {
         "not_hdf5_raw": [str(tmp_path / "notes.h5")],
