@@ -1,291 +1,41 @@
-"""Static validation of the Docker image (docker/Dockerfile, .dockerignore, the chains it installs).
+"""Static validation of the Docker image (docker/Dockerfile and the chains it installs).
 
 No Docker engine runs on the CI machines, so the image is checked without building it:
 hadolint passes; every file the Dockerfile copies exists in the build context and is not
 dropped by .dockerignore (and everything ``pip install .`` needs is copied); the chains it
 installs are exactly ``config/*.xml``; the Python module and target named by every chain
-import and load the way ``python -m gadgetron`` loads them; .dockerignore keeps data, git
-history, tests and caches out; the health-check script speaks Gadgetron's query protocol.
-The chain XMLs are discovered at run time, never listed here.
+import and load the way ``python -m gadgetron`` loads them. The chain XMLs are discovered at
+run time, never listed here. .dockerignore itself: ``test_dockerignore.py``; the scripts the
+image runs (verify_image, healthcheck): ``test_docker_scripts.py``; the readers:
+``docker_context.py``.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.metadata
-import importlib.util
-import json
-import os
-import posixpath
-import re
-import shlex
 import shutil
-import socket
-import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "docker" / "Dockerfile"
-DOCKERIGNORE = REPO / ".dockerignore"
-DOCKER_README = REPO / "docker" / "README.md"
-CONFIG = REPO / "config"
-CHAINS_IN_IMAGE = "/opt/conda/envs/gadgetron/share/gadgetron/config"
-NO_CHAIN_REASON = "config/ has no chain XML yet (config/*.xml is written by the gadget work in progress)"
-
-
-def _load(name: str) -> ModuleType:
-    """Import the script docker/NAME.py (docker/ is not a package) as module ``docker_NAME``."""
-    spec = importlib.util.spec_from_file_location(f"docker_{name}", REPO / "docker" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-verify_image = _load("verify_image")
-healthcheck = _load("healthcheck")
-
-
-def chain_files() -> list[Path]:
-    return sorted(CONFIG.glob("*.xml"))
-
-
-# --------------------------------------------------------------------------------------------
-# A small Dockerfile reader: continuation lines, comments, ARG/ENV expansion, COPY/ADD sources.
-
-
-@dataclass(frozen=True)
-class Instruction:
-    line: int
-    keyword: str
-    args: str
-
-
-@dataclass(frozen=True)
-class Copy:
-    line: int
-    sources: tuple[str, ...]
-    destination: str
-    from_stage: str | None
-
-
-def read_instructions(path: Path) -> list[Instruction]:
-    instructions: list[Instruction] = []
-    pending: list[str] = []
-    start = 0
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and not pending):
-            continue  # comments (also inside continuations) and blank lines
-        if not pending:
-            start = number
-        if stripped.endswith("\\"):
-            pending.append(stripped[:-1].strip())
-            continue
-        pending.append(stripped)
-        text = " ".join(part for part in pending if part)
-        pending = []
-        keyword, _, args = text.partition(" ")
-        instructions.append(Instruction(start, keyword.upper(), args.strip()))
-    assert not pending, f"{path}: dangling line continuation"
-    return instructions
-
-
-def expand(text: str, variables: dict[str, str]) -> str:
-    """Dockerfile variable substitution: $VAR, ${VAR}, ${VAR:-default}."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(3)
-        default = match.group(2)
-        value = variables.get(name, "")
-        return value if value or default is None else default
-
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", replace, text)
-
-
-def _assignments(args: str) -> dict[str, str]:
-    """Key=value pairs of an ARG or ENV instruction (also the legacy ``ENV key value`` form)."""
-    words = shlex.split(args)
-    if len(words) >= 2 and "=" not in words[0]:
-        return {words[0]: " ".join(words[1:])}
-    pairs = {}
-    for word in words:
-        key, sep, value = word.partition("=")
-        pairs[key] = value if sep else ""
-    return pairs
-
-
-def read_copies(path: Path) -> list[Copy]:
-    """COPY and ADD instructions with variables expanded (ARG defaults and ENV values)."""
-    variables: dict[str, str] = {}
-    copies = []
-    for instruction in read_instructions(path):
-        if instruction.keyword in ("ARG", "ENV"):
-            for key, value in _assignments(instruction.args).items():
-                if instruction.keyword == "ENV" or key not in variables:
-                    variables[key] = expand(value, variables)
-        if instruction.keyword not in ("COPY", "ADD"):
-            continue
-        args = instruction.args
-        flags: dict[str, str] = {}
-        words = args.split()
-        while words and words[0].startswith("--"):
-            key, _, value = words.pop(0)[2:].partition("=")
-            flags[key] = value
-        if words and words[0].startswith("["):
-            words = json.loads(" ".join(words))
-        assert len(words) >= 2, (
-            f"{path}:{instruction.line}: {instruction.keyword} needs a source and a destination"
-        )
-        words = [expand(word, variables) for word in words]
-        copies.append(Copy(instruction.line, tuple(words[:-1]), words[-1], flags.get("from")))
-    return copies
-
-
-def context_copies() -> list[Copy]:
-    """COPY/ADD from the build context (not from another stage or image)."""
-    return [copy for copy in read_copies(DOCKERFILE) if copy.from_stage is None]
-
-
-# --------------------------------------------------------------------------------------------
-# .dockerignore with Docker's semantics (moby/patternmatcher, as BuildKit applies it): patterns
-# are cleaned and made relative, `*` and `?` stop at '/', `**` spans folders, a pattern that
-# matches a parent folder matches the file, and the last matching pattern wins.
-
-
-def read_dockerignore(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
-    patterns = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        if raw.startswith("#"):
-            continue
-        pattern = raw.strip()
-        if not pattern:
-            continue
-        include = pattern.startswith("!")
-        if include:
-            pattern = pattern[1:].strip()
-        pattern = posixpath.normpath(pattern)
-        if len(pattern) > 1 and pattern.startswith("/"):
-            pattern = pattern[1:]
-        patterns.append((include, re.compile(_pattern_regex(pattern))))
-    return patterns
-
-
-def _pattern_regex(pattern: str) -> str:
-    regex, i = "^", 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1
-            regex += ".*" if i >= len(pattern) else "(.*/)?"
-            continue
-        if char == "*":
-            regex += "[^/]*"
-        elif char == "?":
-            regex += "[^/]"
-        elif char == "\\" and i + 1 < len(pattern):
-            i += 1
-            regex += re.escape(pattern[i])
-        elif char in "[]":
-            regex += char
-        else:
-            regex += re.escape(char)
-        i += 1
-    return regex + "$"
-
-
-def is_excluded(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    parts = relative.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for include, regex in patterns:
-        if include != excluded:
-            continue
-        if any(regex.match(candidate) for candidate in candidates):
-            excluded = not include
-    return excluded
-
-
-@pytest.fixture(scope="module")
-def ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
-    assert DOCKERIGNORE.is_file(), ".dockerignore missing at the repository root (the build context)"
-    return read_dockerignore(DOCKERIGNORE)
-
-
-def context_files(patterns: list[tuple[bool, re.Pattern[str]]]) -> list[str]:
-    """Every file of the working tree that the build context would carry."""
-    files = []
-    for folder, subfolders, names in os.walk(REPO):
-        relative_folder = Path(folder).relative_to(REPO).as_posix()
-        prefix = "" if relative_folder == "." else relative_folder + "/"
-        # .git and virtual environments can be large; they must be excluded anyway (checked here).
-        for heavy in [d for d in subfolders if d in (".git", ".venv", "venv", "node_modules")]:
-            assert is_excluded(prefix + heavy, patterns), f"{prefix + heavy} is not excluded"
-            subfolders.remove(heavy)
-        files += [prefix + name for name in names if not is_excluded(prefix + name, patterns)]
-    return files
-
-
-# --------------------------------------------------------------------------------------------
-# What setup.py packages: the files `pip install .` inside the image needs.
-
-
-def setup_keywords() -> dict[str, object]:
-    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup":
-            keywords = {}
-            for keyword in node.keywords:
-                try:
-                    keywords[keyword.arg] = ast.literal_eval(keyword.value)
-                except ValueError:
-                    continue
-            return keywords
-    raise AssertionError("setup.py has no setup(...) call")
-
-
-def package_files() -> list[str]:
-    """Repo-relative paths of the modules and package data setup.py installs."""
-    keywords = setup_keywords()
-    package_dir: dict[str, str] = keywords.get("package_dir", {})  # type: ignore[assignment]
-    package_data: dict[str, list[str]] = keywords.get("package_data", {})  # type: ignore[assignment]
-    files = ["setup.py"]
-    for package in keywords["packages"]:  # type: ignore[union-attr]
-        top, _, rest = package.partition(".")
-        folder = REPO / package_dir.get(top, top) / rest.replace(".", "/")
-        assert folder.is_dir(), f"setup.py package {package} has no folder {folder}"
-        found = sorted(folder.glob("*.py"))
-        for pattern in package_data.get(package, []):
-            found += sorted(path for path in folder.glob(pattern) if path.is_file())
-        files += [path.relative_to(REPO).as_posix() for path in found]
-    return files
-
-
-def _context_relative(source: str) -> str:
-    """A COPY source as a path relative to the build context root."""
-    return source[2:] if source.startswith("./") else source.lstrip("/")
-
-
-def _copied(relative: str) -> bool:
-    """Whether some COPY from the build context takes the repo-relative file ``relative``."""
-    for copy in context_copies():
-        for source in map(_context_relative, copy.sources):
-            source = source.rstrip("/")
-            if re.match(_pattern_regex(source), relative) or relative.startswith(source + "/"):
-                return True
-    return False
-
+from docker_context import (
+    CHAINS_IN_IMAGE,
+    DOCKER_README,
+    DOCKERFILE,
+    NO_CHAIN_REASON,
+    REPO,
+    Copy,
+    chain_files,
+    context_copies,
+    context_relative,
+    is_copied,
+    is_excluded,
+    package_files,
+    read_copies,
+    read_instructions,
+    verify_image,
+)
 
 # --------------------------------------------------------------------------------------------
 # (a) hadolint
@@ -341,7 +91,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context(ignore_patterns)
     unmatched, dropped = [], []
     for copy in context_copies():
         for source in copy.sources:
-            relative = _context_relative(source)
+            relative = context_relative(source)
             matches = sorted(REPO.glob(relative)) if any(c in relative for c in "*?[") else [REPO / relative]
             matches = [path for path in matches if path.exists()]
             if not matches:
@@ -368,7 +118,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context(ignore_patterns)
 def test_everything_pip_install_needs_is_copied_and_kept(ignore_patterns) -> None:
     needed = package_files()
     needed += [name for name in ("pyproject.toml", "setup.cfg", "MANIFEST.in") if (REPO / name).is_file()]
-    not_copied = [path for path in needed if not _copied(path)]
+    not_copied = [path for path in needed if not is_copied(path)]
     dropped = [path for path in needed if is_excluded(path, ignore_patterns)]
     assert not not_copied, f"the Dockerfile does not copy these package files: {not_copied}"
     assert not dropped, f".dockerignore drops these package files: {dropped}"
@@ -504,98 +254,6 @@ def test_python_nodes_are_found_at_any_depth_with_the_gadgetron_namespace(tmp_pa
 
 
 # --------------------------------------------------------------------------------------------
-# (e) .dockerignore keeps data, history, tests and caches out, and the Dockerfile's needs in
-
-MUST_STAY_OUT = [
-    ".git/HEAD",
-    ".git/objects/ab/cdef0123",
-    ".gitignore",
-    ".ci/run",
-    "tests/docker/test_docker.py",
-    "tests/conftest.py",
-    "tests/fixtures/raw.h5",
-    "data/meas_brain.h5",
-    "shared/data/berkeley_brain8ch/raw.h5",
-    "bench/results.csv",
-    "bench/out/quality.json",
-    ".benchmarks/Linux-CPython/0001.json",
-    "runs/2025-01-01/model.ckpt",
-    "previews/demo.png",
-    "out.h5",
-    "demo_out.h5",
-    "scan.dat",
-    ".pytest_cache/v/cache/lastfailed",
-    ".ruff_cache/0.5.0/abc",
-    ".venv/bin/python",
-    "build/lib/gadgets/pogmdm_gadget.py",
-    "dist/pogmdm_gadgetron-0.1.0-py3-none-any.whl",
-    "pogmdm_gadgetron.egg-info/PKG-INFO",
-    "recon_core/__pycache__/kspace.cpython-310.pyc",
-    "gadgets/__pycache__/pogmdm_gadget.cpython-310.pyc",
-    "gadgets/site_scan_dropped_here.h5",
-    "config/meas_MID00042.dat",
-    "recon_core/training/runs/epoch3.ckpt",
-    "README.md",
-]
-
-MUST_GO_IN = [
-    "setup.py",
-    "recon_core/__init__.py",
-    "recon_core/prior/weights/pogmdm.safetensors",
-    "recon_core/prior/weights/pogmdm.json",
-    "gadgets/pogmdm_gadget.py",
-    "gadgets/demo/demo_raw.h5",
-    "config/pogmdm.xml",
-    "config/presets/balanced.yaml",
-    "docker/constraints.txt",
-    "docker/verify_image.py",
-    "docker/healthcheck.py",
-]
-
-
-@pytest.mark.parametrize("path", MUST_STAY_OUT)
-def test_dockerignore_keeps_out(path: str, ignore_patterns) -> None:
-    assert is_excluded(path, ignore_patterns)
-
-
-@pytest.mark.parametrize("path", MUST_GO_IN)
-def test_dockerignore_lets_in(path: str, ignore_patterns) -> None:
-    assert not is_excluded(path, ignore_patterns)
-
-
-def test_actual_build_context_holds_no_data_tests_or_history(ignore_patterns) -> None:
-    files = context_files(ignore_patterns)
-    assert "setup.py" in files
-    forbidden_tops = {".git", "tests", "data", "shared", "bench", "runs", "previews", ".benchmarks", ".ci"}
-    leaks = [f for f in files if f.split("/")[0] in forbidden_tops or "__pycache__" in f.split("/")]
-    leaks += [
-        f for f in files if f.endswith((".h5", ".dat", ".mrd", ".ckpt")) and not f.startswith("gadgets/demo/")
-    ]
-    assert not leaks, f"the build context would carry: {leaks[:20]}"
-
-
-@pytest.mark.parametrize(
-    ("patterns", "path", "excluded"),
-    [
-        (["*"], "a/b/c.txt", True),  # a parent match excludes the file
-        (["*", "!a"], "a/b/c.txt", False),
-        (["*", "!a", "**/*.pyc"], "a/b/c.pyc", True),
-        (["*.h5"], "a/x.h5", False),  # `*` does not cross '/'
-        (["**/*.h5"], "x.h5", True),  # `**/` also matches zero folders
-        (["**/*.h5", "!a/demo/*.h5"], "a/demo/x.h5", False),
-        (["/data/"], "data/x", True),  # leading '/' and trailing '/' are cleaned away
-        (["# not a pattern", "b"], "# not a pattern", False),
-        (["dat?"], "data", True),
-        (["dat?"], "dat/x", False),
-    ],
-)
-def test_ignore_matcher_follows_docker_semantics(tmp_path: Path, patterns, path, excluded) -> None:
-    ignore = tmp_path / ".dockerignore"
-    ignore.write_text("\n".join(patterns) + "\n", encoding="utf-8")
-    assert is_excluded(path, read_dockerignore(ignore)) is excluded
-
-
-# --------------------------------------------------------------------------------------------
 # What the Dockerfile must keep from the official image, and what the README must cover
 
 
@@ -652,142 +310,3 @@ def test_constraints_pin_the_official_gadgetron_environment() -> None:
 )
 def test_readme_covers(needle: str) -> None:
     assert needle in DOCKER_README.read_text(encoding="utf-8")
-
-
-# --------------------------------------------------------------------------------------------
-# verify_image.py helpers (the build runs them inside the image)
-
-
-def test_read_pins_and_check_pins(tmp_path: Path) -> None:
-    pytest_version = importlib.metadata.version("pytest")
-    constraints = tmp_path / "c.txt"
-    constraints.write_text(
-        f"# c\npytest=={pytest_version}  # ok\nnot-installed-pkg-xyz==1.0\nfoo>=2\n", encoding="utf-8"
-    )
-    pins = verify_image.read_pins(constraints)
-    assert pins == {"pytest": pytest_version, "not-installed-pkg-xyz": "1.0"}
-    problems = verify_image.check_pins(pins)
-    assert len(problems) == 1 and "not installed" in problems[0]
-    assert "0.0.1 but" in verify_image.check_pins({"pytest": "0.0.1"})[0]
-
-
-def test_check_pins_ignores_a_local_label_only_when_the_pin_has_none() -> None:
-    torch_version = importlib.metadata.version("torch")
-    public = torch_version.split("+")[0]
-    assert verify_image.check_pins({"torch": public}) == []
-    assert verify_image.check_pins({"torch": public + "+cu999"})
-
-
-def test_check_torch_matches_the_build() -> None:
-    import torch
-
-    if torch.version.cuda is None:
-        assert verify_image.check_torch("cpu") == []
-        assert verify_image.check_torch("cu126")
-    else:
-        assert verify_image.check_torch("cpu")
-
-
-def test_check_installed_chains(tmp_path: Path) -> None:
-    packaged = tmp_path / "pkg"
-    installed = tmp_path / "gadgetron_config"
-    packaged.mkdir()
-    installed.mkdir()
-    (packaged / "a.xml").write_text("<a/>", encoding="utf-8")
-    (packaged / "b.xml").write_text("<b/>", encoding="utf-8")
-    chains = sorted(packaged.glob("*.xml"))
-    assert len(verify_image.check_installed_chains(chains, installed)) == 2
-    (installed / "a.xml").write_text("<a/>", encoding="utf-8")
-    (installed / "b.xml").write_text("<B/>", encoding="utf-8")
-    problems = verify_image.check_installed_chains(chains, installed)
-    assert len(problems) == 1 and "differs" in problems[0]
-
-
-# --------------------------------------------------------------------------------------------
-# healthcheck.py against a stand-in Gadgetron server speaking the query protocol
-
-
-class FakeGadgetron:
-    """Accepts one connection on 127.0.0.1 and answers a QUERY like Gadgetron 4's QueryHandler."""
-
-    def __init__(self, behaviour: str = "answer") -> None:
-        self.behaviour = behaviour
-        self.received_query: str | None = None
-        self.received_close = False
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(10)
-        self.port = self.server.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _read(self, conn: socket.socket, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = conn.recv(size - len(data))
-            if not chunk:
-                raise ConnectionError("client closed")
-            data += chunk
-        return data
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.server.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            try:
-                if self.behaviour == "hang_up":
-                    return
-                message_id, reserved, correlation, length = struct.unpack("<HQQQ", self._read(conn, 26))
-                assert (message_id, reserved) == (6, 0)
-                self.received_query = self._read(conn, length).decode()
-                if self.behaviour == "wrong_id":
-                    conn.sendall(struct.pack("<H", 5))
-                    return
-                if self.behaviour == "wrong_correlation":
-                    correlation += 1
-                answer = b"4.7.2"
-                conn.sendall(struct.pack("<HQQ", 7, correlation, len(answer)) + answer)
-                self.received_close = struct.unpack("<H", self._read(conn, 2))[0] == 4
-            except (ConnectionError, OSError, AssertionError, struct.error):
-                return
-
-    def close(self) -> None:
-        self.server.close()
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def fake_gadgetron(request: pytest.FixtureRequest) -> Iterator[FakeGadgetron]:
-    server = FakeGadgetron(getattr(request, "param", "answer"))
-    yield server
-    server.close()
-
-
-def test_healthcheck_healthy_when_gadgetron_answers(fake_gadgetron: FakeGadgetron, capsys) -> None:
-    assert healthcheck.main(["--port", str(fake_gadgetron.port), "--timeout", "5"]) == 0
-    fake_gadgetron.thread.join(timeout=10)
-    assert fake_gadgetron.received_query == "gadgetron::version"
-    assert fake_gadgetron.received_close
-    assert "4.7.2" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("fake_gadgetron", ["hang_up", "wrong_id", "wrong_correlation"], indirect=True)
-def test_healthcheck_unhealthy_when_the_answer_is_wrong(fake_gadgetron: FakeGadgetron, capsys) -> None:
-    assert healthcheck.main(["--port", str(fake_gadgetron.port), "--timeout", "5"]) == 1
-    assert "unhealthy" in capsys.readouterr().err
-
-
-def test_healthcheck_unhealthy_when_nothing_listens(capsys) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
-    assert healthcheck.main(["--port", str(port), "--timeout", "2"]) == 1
-    assert "unhealthy" in capsys.readouterr().err
-
-
-def test_healthcheck_query_frame_layout() -> None:
-    frame = healthcheck.encode_query("gadgetron::version", correlation_id=7)
-    assert frame[:2] == struct.pack("<H", 6)
-    assert struct.unpack("<QQQ", frame[2:26]) == (0, 7, len("gadgetron::version"))
-    assert frame[26:] == b"gadgetron::version"
