@@ -6,8 +6,8 @@ Runs inside Gadgetron (the modules at this package's top):
   (``reconstruct_acquisitions`` for raw readouts, ``reconstruct_buffers`` for ReconData);
 * :mod:`gadgets.settings`, :mod:`gadgets.encoding`: ``<configuration>`` properties and the
   ISMRMRD header, read at the edge into typed values;
-* :mod:`gadgets.assembly`, :mod:`gadgets.buffers`, :mod:`gadgets.readout`: readouts ->
-  ``KSpaceSlice``;
+* :mod:`gadgets.slices`, :mod:`gadgets.assembly`, :mod:`gadgets.buffers`, :mod:`gadgets.readout`:
+  readouts -> ``KSpaceSlice``;
 * :mod:`gadgets.images`: reconstruction results -> ISMRMRD images with headers and meta;
 * :mod:`gadgets.compat`: the workarounds for gadgetron 1.4.1, in one place.
 
