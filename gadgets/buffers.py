@@ -1,4 +1,4 @@
-"""ReconData (message 1023, from BucketToBufferGadget) -> :class:`~gadgets.assembly.SliceData`.
+"""ReconData (message 1023, from BucketToBufferGadget) -> :class:`~gadgets.slices.SliceData`.
 
 A ReconData carries one ReconBit per encoding space; each bit holds a ``data`` buffer and
 optionally a ``ref`` (calibration) buffer, both ``[RO, E1, E2, CHA, N, S, LOC]`` complex64 with
