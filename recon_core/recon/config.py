@@ -26,8 +26,9 @@ class ReconConfig:
 
     Units: images live on the normalised scale of docs/ALGORITHM.md section 1 (the data divided by
     the maximum of the central zero-filled RSS image, so the object's maximum is about 1).
-    The defaults below are the reference values; the presets (``config/presets/*.yaml``)
-    override the budget knobs (method, chains, levels, steps, coil update interval).
+    The defaults below are the reference values and exactly the ``fast`` preset, the gadget's
+    default (``method="map"``); the other presets (``config/presets/*.yaml``) list only what
+    they change (method, chains, levels, steps, MAP iterations, coil update interval).
 
     Attributes:
         method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std),
@@ -122,7 +123,7 @@ class ReconConfig:
             R=4, 8.7 dB on equispaced R=4).
     """
 
-    method: Method = "posterior"
+    method: Method = "map"
     device: str = "auto"
     num_chains: int = 8
     num_noise_levels: int = 10
