@@ -59,7 +59,9 @@ class ReconConfig:
             of the inverse curvature of prior (about ``1 / sigma_k^2``) plus data term
             (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
             usual ``step_size * sigma_k^2`` (the spec's ``eps * sigma_k^2 / sigma_min^2``).
-        map_iterations: iterations of the MAP mode (one image and one coil step each).
+        map_iterations: iterations of the MAP mode (one image and one coil step each; the image
+            steps always use Nesterov extrapolation, +3.7 dB at 100 iterations on the Berkeley
+            brain, 1D random R=4, see :func:`~recon_core.recon.map_solver.solve_map`).
         map_sigma: prior noise level of the MAP regulariser at the end of the continuation;
             0 (the default) ties it to the data's noise: ``map_sigma_noise_factor * sigma_n``
             (see :func:`recon_core.recon.reconstruction.final_map_sigma`). A fixed 0.005 smoothed
@@ -75,8 +77,6 @@ class ReconConfig:
         coil_smoothness_order: ``p`` of the coil prior ``(mu/2) <c, L^p c>`` (``L`` the Neumann
             Laplacian; 1: ``||grad c||^2``, 2: thin plate). 2 is measured 1.9-2.6 dB better
             than 1 on the Berkeley brain (see :mod:`recon_core.prior.coil_prior`).
-        map_momentum: Nesterov extrapolation of the MAP image steps (+3.7 dB at 100
-            iterations on the Berkeley brain, 1D random R=4; see :func:`solve_map`).
         coil_update_interval: the sampler updates the coils every this many Langevin steps
             (coils converge early; larger values save forward-model evaluations).
         coil_start: ``"auto"``: ESPIRiT maps (:mod:`recon_core.physics.espirit`) where the data carry a
@@ -139,7 +139,6 @@ class ReconConfig:
     map_sigma_start: float = 0.1
     coil_smoothness: float = 10.0
     coil_smoothness_order: int = 2
-    map_momentum: bool = True
     coil_update_interval: int = 1
     coil_init_cutoff: float = 0.1
     data_weight_scale: float = 3.0

@@ -345,7 +345,6 @@ def reconstruct(
             config.coil_smoothness,
             progress_map,
             coil_order=config.coil_smoothness_order,
-            momentum=config.map_momentum,
         )
         return result.image, result.coils, map_sigmas, map_weights
 
