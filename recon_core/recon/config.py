@@ -30,6 +30,12 @@ class ReconConfig:
     default (``method="map"``); the other presets (``config/presets/*.yaml``) list only what
     they change (method, chains, levels, steps, MAP iterations, coil update interval).
 
+    **User settings** (what a preset or a gadget property changes), listed first: ``method``,
+    ``device``, ``seed``, ``num_chains``, ``num_noise_levels``, ``steps_per_level``,
+    ``map_iterations``; the gadget's ``preset`` and ``output_variance`` are gadget settings
+    (``gadgets.settings.GadgetSettings``). **Everything after them is expert solver tuning**:
+    defaults measured on the benchmarks (docs/benchmarks.md); change them with a benchmark.
+
     Attributes:
         method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std),
             ``"posterior_pc"`` (ScoreMRI-style predictor-corrector chains from ``sigma_max``
@@ -37,10 +43,14 @@ class ReconConfig:
             ranks the error) or ``"map"`` (deterministic alternating proximal gradient; no std
             map).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        seed: random seed (same seed, same result on the same device).
         num_chains: B, parallel sampler chains (posterior only, >= 2 so that a std exists).
             8 chains give a std map whose relative error is about 1 / sqrt(2 (B - 1)) = 27 %.
         num_noise_levels: L, geometric noise levels from ``sigma_max`` to ``sigma_min``.
         steps_per_level: T, Langevin steps per noise level.
+        map_iterations: iterations of the MAP mode (one image and one coil step each; the image
+            steps always use Nesterov extrapolation, +3.7 dB at 100 iterations on the Berkeley
+            brain, 1D random R=4, see :func:`~recon_core.recon.map_solver.solve_map`).
         sigma_max: the largest diffusion noise level of the chains; 0 (the default) ties it to
             the MAP start: twice the final MAP level (:func:`final_map_sigma`). Measured on
             the Berkeley brain, 1D random R=4 (balanced): 33.9 dB tied against 33.4 dB with
@@ -59,9 +69,6 @@ class ReconConfig:
             of the inverse curvature of prior (about ``1 / sigma_k^2``) plus data term
             (``lambda_k``); stable below about 1.5 for any data weight. Without data it is the
             usual ``step_size * sigma_k^2`` (the spec's ``eps * sigma_k^2 / sigma_min^2``).
-        map_iterations: iterations of the MAP mode (one image and one coil step each; the image
-            steps always use Nesterov extrapolation, +3.7 dB at 100 iterations on the Berkeley
-            brain, 1D random R=4, see :func:`~recon_core.recon.map_solver.solve_map`).
         map_sigma: prior noise level of the MAP regulariser at the end of the continuation;
             0 (the default) ties it to the data's noise: ``map_sigma_noise_factor * sigma_n``
             (see :func:`recon_core.recon.reconstruction.final_map_sigma`). A fixed 0.005 smoothed
@@ -79,6 +86,28 @@ class ReconConfig:
             than 1 on the Berkeley brain (see :mod:`recon_core.prior.coil_prior`).
         coil_update_interval: the sampler updates the coils every this many Langevin steps
             (coils converge early; larger values save forward-model evaluations).
+        coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
+            smoothness prox with its half-power frequency at this fraction of the k-space
+            half-width; needs no calibration region.
+        data_weight_scale: multiplier on the automatic data weight ``1 / (sigma_n^2 + sigma^2)``.
+            1 would be Bayes-consistent for an exact prior; 3 is measured: it gains 0.6-0.9 dB
+            (MAP and posterior, Berkeley brain, and on the synthetic phantom with the test
+            prior), i.e. the shipped prior is somewhat too strong (a temperature correction).
+        scale_region: the image scale is the maximum of the zero-filled RSS over the central
+            ``scale_region`` fraction of each image axis (1: the whole image).
+        final_denoise: denoise every chain once with Tweedie's formula at ``sigma_min``.
+        clamp_every_step: project the sampler's image onto ``u >= 0`` after every Langevin step
+            (the design card) or only the final samples.
+        initialisation: sampler start: zero-filled coil combination, pure noise, or ``"map"``:
+            the MAP estimate (image and coils, ``map_*`` settings) - all plus ``sigma_max``
+            noise. From the MAP start the chains only need to explore the posterior around it,
+            so a short schedule from a small ``sigma_max`` suffices (the posterior presets).
+        image_model: ``"complex"``: the image is complex and carries the object phase, the
+            prior acts on its real and imaginary parts (:mod:`recon_core.prior.complex_prior`), the
+            coils carry only smooth phase; ``"magnitude"``: the design card's real non-negative
+            image, all phase in the smooth coils (fails where the object phase is not smooth,
+            e.g. at the scalp of a brain: MAP on the Berkeley brain: 4.9 dB lower on 1D random
+            R=4, 8.7 dB on equispaced R=4).
         coil_start: ``"auto"``: ESPIRiT maps (:mod:`recon_core.physics.espirit`) where the data carry a
             fully sampled calibration block of at least ``espirit_kernel + 2`` samples a side,
             else the calibration-free low-pass start; ``"espirit"`` (error without a block) or
@@ -98,42 +127,22 @@ class ReconConfig:
             (damping ``(sigma_n / tau)^2``). Larger trusts the data more: 0.1 measured best on
             the Berkeley brain and the demo but cost the piecewise-constant phantom under a
             matching TV prior 3.5x its NMSE; 0.03 keeps most of the gain (module docstring).
-        coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
-            smoothness prox with its half-power frequency at this fraction of the k-space
-            half-width; needs no calibration region.
-        data_weight_scale: multiplier on the automatic data weight ``1 / (sigma_n^2 + sigma^2)``.
-            1 would be Bayes-consistent for an exact prior; 3 is measured: it gains 0.6-0.9 dB
-            (MAP and posterior, Berkeley brain, and on the synthetic phantom with the test
-            prior), i.e. the shipped prior is somewhat too strong (a temperature correction).
-        scale_region: the image scale is the maximum of the zero-filled RSS over the central
-            ``scale_region`` fraction of each image axis (1: the whole image).
-        final_denoise: denoise every chain once with Tweedie's formula at ``sigma_min``.
-        clamp_every_step: project the sampler's image onto ``u >= 0`` after every Langevin step
-            (the design card) or only the final samples.
-        initialisation: sampler start: zero-filled coil combination, pure noise, or ``"map"``:
-            the MAP estimate (image and coils, ``map_*`` settings) - all plus ``sigma_max``
-            noise. From the MAP start the chains only need to explore the posterior around it,
-            so a short schedule from a small ``sigma_max`` suffices (the posterior presets).
-        seed: random seed (same seed, same result on the same device).
-        image_model: ``"complex"``: the image is complex and carries the object phase, the
-            prior acts on its real and imaginary parts (:mod:`recon_core.prior.complex_prior`), the
-            coils carry only smooth phase; ``"magnitude"``: the design card's real non-negative
-            image, all phase in the smooth coils (fails where the object phase is not smooth,
-            e.g. at the scalp of a brain: MAP on the Berkeley brain: 4.9 dB lower on 1D random
-            R=4, 8.7 dB on equispaced R=4).
     """
 
+    # User settings.
     method: Method = "map"
     device: str = "auto"
+    seed: int = 0
     num_chains: int = 8
     num_noise_levels: int = 10
     steps_per_level: int = 4
+    map_iterations: int = 100
+    # Expert solver tuning.
     sigma_max: float = 0.0
     sigma_min: float = 0.0
     corrector_steps: int = 1
     corrector_snr: float = 0.16
     step_size: float = 1.0
-    map_iterations: int = 100
     map_sigma: float = 0.0
     map_sigma_noise_factor: float = 1.5
     map_sigma_start: float = 0.1
@@ -146,7 +155,6 @@ class ReconConfig:
     final_denoise: bool = True
     clamp_every_step: bool = True
     initialisation: Initialisation = "map"
-    seed: int = 0
     image_model: ImageModel = "complex"
     coil_start: CoilStart = "auto"
     espirit_kernel: int = 6
