@@ -20,11 +20,12 @@ rescaling of ``c`` (only ``s`` enters).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from recon_core.physics.operators import RampedFFT2Operator
 
 # Added under the square root of the coil RSS so that s = c / R stays finite where all
 # coils vanish; tiny against the normalised coils (RMS of R is 1, see normalise_coil_scale).
@@ -59,28 +60,14 @@ def _batch_weight(weight: Tensor | float, target: Tensor) -> Tensor:
     return tensor
 
 
-def _centring_phases(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(psi, phi)`` with ``fftshift(fft(ifftshift(x)))[k] = phi_k * fft(psi * x)[k]``, any length.
-
-    With the centre ``m = n // 2``: ``psi_n = exp(2 pi i m n / N)``,
-    ``phi_k = exp(2 pi i m k / N) exp(-2 pi i m^2 / N)``.
-    """
-    centre = length // 2
-    index = torch.arange(length, dtype=torch.float64)
-    psi = torch.polar(torch.ones_like(index), 2.0 * math.pi * centre * index / length)
-    phi = psi * complex(
-        math.cos(2.0 * math.pi * centre**2 / length), -math.sin(2.0 * math.pi * centre**2 / length)
-    )
-    return psi.to(device=device, dtype=torch.complex64), phi.to(device=device, dtype=torch.complex64)
-
-
 @dataclass(frozen=True)
 class JointDataTerm:
     """Multi-coil Cartesian data term for the joint image / coil problem.
 
-    The centred orthonormal FFT ``F`` of :class:`recon_core.physics.operators.FFT2Operator` is
-    evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps ``psi`` (image side) and
-    ``phi`` (k-space side) instead of two ``fftshift`` copies. Residuals are kept in the
+    Built on the operator layer: ``F`` is :class:`recon_core.physics.operators.RampedFFT2Operator`
+    (the centred orthonormal FFT of :class:`~recon_core.physics.operators.FFT2Operator`
+    evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps instead of two ``fftshift``
+    copies), ``M`` a multiplication by the mask as a float. Residuals are kept in the
     "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;
     only :meth:`residual` / :meth:`value` / the gradients consume them.
 
@@ -99,7 +86,7 @@ class JointDataTerm:
     kspace: Tensor
     mask: Tensor
     extra_maps: Tensor | None = None
-    _image_phase: Tensor = field(init=False, repr=False)
+    _fft: RampedFFT2Operator = field(init=False, repr=False)
     _kspace_unshifted: Tensor = field(init=False, repr=False)
     _mask_float: Tensor = field(init=False, repr=False)
 
@@ -114,13 +101,13 @@ class JointDataTerm:
                 f"got {self.mask.dtype} {tuple(self.mask.shape)}"
             )
         height, width = self.kspace.shape[-2:]
-        psi_h, phi_h = _centring_phases(height, self.kspace.device)
-        psi_w, phi_w = _centring_phases(width, self.kspace.device)
-        phi = phi_h[:, None] * phi_w[None, :]
-        object.__setattr__(self, "_image_phase", psi_h[:, None] * psi_w[None, :])
+        fft = RampedFFT2Operator(height, width, self.kspace.device)
+        object.__setattr__(self, "_fft", fft)
         object.__setattr__(self, "_mask_float", self.mask.to(self.kspace.real.dtype))
         object.__setattr__(
-            self, "_kspace_unshifted", (phi.conj() * self.kspace * self.mask).to(self.kspace.dtype)
+            self,
+            "_kspace_unshifted",
+            (fft.kspace_phase.conj() * self.kspace * self.mask).to(self.kspace.dtype),
         )
 
     @property
@@ -139,8 +126,7 @@ class JointDataTerm:
             combined = maps * image.unsqueeze(-3)
         else:
             combined = maps * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
-        modulated = combined * self._image_phase
-        return torch.fft.fft2(modulated, norm="ortho") * self._mask_float - self._kspace_unshifted
+        return self._fft.forward(combined) * self._mask_float - self._kspace_unshifted
 
     def value(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
@@ -152,7 +138,7 @@ class JointDataTerm:
 
     def back_projection(self, residual: Tensor) -> Tensor:
         """``g_c = F^H M^H r_c`` from a residual of :meth:`residual`: ``(B, C, H, W)`` complex."""
-        return torch.fft.ifft2(residual * self._mask_float, norm="ortho") * self._image_phase.conj()
+        return self._fft.adjoint(residual * self._mask_float)
 
     def grad_image(
         self,

@@ -2,14 +2,16 @@
 
 ``centred_fft(x, dims) = fftshift(fft(ifftshift(x)))`` over ``dims`` with ``norm="ortho"``, and
 ``centred_ifft`` its inverse (= adjoint). Every module that goes between images and centred
-k-space uses these two (or :class:`recon_core.physics.operators.FFT2Operator`, built on them); the
-joint data term evaluates the same transform with phase ramps instead of shifts
-(:mod:`recon_core.physics.data_term`, tested equal). Accepts torch tensors or NumPy arrays (NumPy in,
-NumPy out, computed by torch).
+k-space uses these two (or :class:`recon_core.physics.operators.FFT2Operator`, built on them).
+The hot path of the reconstruction evaluates the same transform with the phase ramps of
+:func:`centring_phases` instead of shifts
+(:class:`recon_core.physics.operators.RampedFFT2Operator`, tested equal). Accepts torch tensors or
+NumPy arrays (NumPy in, NumPy out, computed by torch).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -41,3 +43,18 @@ def centred_fft(x: Array, dims: int | Sequence[int] = (-2, -1)) -> Array:
 def centred_ifft(x: Array, dims: int | Sequence[int] = (-2, -1)) -> Array:
     """Centred k-space -> image along ``dims`` (unitary; the adjoint of :func:`centred_fft`)."""
     return _apply(x, dims, inverse=True)
+
+
+def centring_phases(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(psi, phi)`` with ``fftshift(fft(ifftshift(x)))[k] = phi_k * fft(psi * x)[k]``, any length.
+
+    With the centre ``m = n // 2``: ``psi_n = exp(2 pi i m n / N)``,
+    ``phi_k = exp(2 pi i m k / N) exp(-2 pi i m^2 / N)``; both ``(N,)`` complex64 on ``device``.
+    """
+    centre = length // 2
+    index = torch.arange(length, dtype=torch.float64)
+    psi = torch.polar(torch.ones_like(index), 2.0 * math.pi * centre * index / length)
+    phi = psi * complex(
+        math.cos(2.0 * math.pi * centre**2 / length), -math.sin(2.0 * math.pi * centre**2 / length)
+    )
+    return psi.to(device=device, dtype=torch.complex64), phi.to(device=device, dtype=torch.complex64)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon_core.physics.fourier import centred_fft, centred_ifft
+from recon_core.physics.fourier import centred_fft, centred_ifft, centring_phases
 
 
 class LinearOperator:
@@ -113,6 +113,41 @@ class FFT2Operator(LinearOperator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         return centred_ifft(y, self.dims)
+
+    def gram(self, x: Tensor) -> Tensor:
+        return x
+
+
+class RampedFFT2Operator(LinearOperator):
+    """The centred FFT without shifts, the reconstruction's fast path: ``F' = conj(phi) F``.
+
+    ``forward(x) = fft2(psi * x)`` (orthonormal) on an ``H x W`` grid, with the fixed phase ramps
+    ``psi`` (image side) and ``phi`` (k-space side) of
+    :func:`~recon_core.physics.fourier.centring_phases`, so that :class:`FFT2Operator` is
+    ``phi * F'``: same transform, k-space held in the "unshifted" representation
+    ``conj(phi) y`` (same norm), no ``fftshift`` copies. Unitary: the adjoint is the inverse,
+    the gram the identity.
+
+    Args:
+        height, width: the grid ``H x W`` (the last two axes of its inputs).
+        device: where the ramps live.
+
+    Attributes:
+        image_phase: ``psi`` ``(H, W)`` complex64; kspace_phase: ``phi`` ``(H, W)`` complex64.
+    """
+
+    def __init__(self, height: int, width: int, device: torch.device | str = "cpu") -> None:
+        device = torch.device(device)
+        psi_h, phi_h = centring_phases(height, device)
+        psi_w, phi_w = centring_phases(width, device)
+        self.image_phase = psi_h[:, None] * psi_w[None, :]
+        self.kspace_phase = phi_h[:, None] * phi_w[None, :]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.fft.fft2(x * self.image_phase, norm="ortho")
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return torch.fft.ifft2(y, norm="ortho") * self.image_phase.conj()
 
     def gram(self, x: Tensor) -> Tensor:
         return x

@@ -11,6 +11,7 @@ from recon_core.physics.operators import (
     CoilSensitivityOperator,
     FFT2Operator,
     IdentityOperator,
+    RampedFFT2Operator,
     multicoil_forward_operator,
 )
 
@@ -43,6 +44,19 @@ def test_fft_is_centred(device: torch.device) -> None:
     peak = int(kspace.abs().flatten().argmax())
     assert divmod(peak, width) == (height // 2, width // 2)
     assert torch.allclose(kspace[height // 2, width // 2].abs(), torch.tensor((height * width) ** 0.5))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ramped_fft_is_the_centred_fft_up_to_its_kspace_phase(
+    shape: tuple[int, int, int], device: torch.device
+) -> None:
+    _coils, height, width = shape
+    ramped = RampedFFT2Operator(height, width, device)
+    assert_adjoint(ramped.forward, ramped.adjoint, shape, shape, device)
+    x = random_complex(shape, torch.Generator().manual_seed(4), device)
+    centred = FFT2Operator()(x)
+    assert torch.allclose(ramped.kspace_phase * ramped(x), centred, atol=1e-5)
+    assert torch.allclose(ramped.H(ramped.kspace_phase.conj() * centred), x, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
