@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from recon_core.recon.config import ReconConfig, config_from_mapping, load_preset
+from recon_core.recon.config import ReconConfig, config_from_mapping, load_preset, parse_bool
 
 T = TypeVar("T")
 
@@ -168,16 +168,6 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
 def settings_from_xml(configuration: ElementTree.Element | None) -> GadgetSettings:
     """:func:`settings_from_properties` of :func:`properties_from_xml`."""
     return settings_from_properties(properties_from_xml(configuration))
-
-
-def parse_bool(text: str) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
 
 
 def _gadget_value(values: dict[str, str], name: str, convert: Callable[[str], T], default: T) -> T:

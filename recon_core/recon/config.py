@@ -260,7 +260,7 @@ def config_from_mapping(values: dict[str, Any], base: ReconConfig | None = None)
         default = getattr(base, key)
         try:
             if isinstance(default, bool):
-                updates[key] = _to_bool(raw)
+                updates[key] = parse_bool(raw)
             elif isinstance(default, int):
                 updates[key] = int(raw)
             elif isinstance(default, float):
@@ -272,7 +272,9 @@ def config_from_mapping(values: dict[str, Any], base: ReconConfig | None = None)
     return dataclasses.replace(base, **updates)
 
 
-def _to_bool(raw: Any) -> bool:
+def parse_bool(raw: Any) -> bool:
+    """A bool, or ``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case, spaces ignored): the one
+    boolean reader of presets and gadget properties."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
