@@ -147,19 +147,27 @@ def smoothness_energy(coils: Tensor, smoothness: float, order: int = 1) -> Tenso
     return 0.5 * smoothness * squared.sum(dim=(-3, -2, -1))
 
 
-def smoothness_prox(coils: Tensor, weight: Tensor | float, order: int = 1) -> Tensor:
-    """Exact proximal map of ``weight * (1/2) <c, L^p c>`` (``weight = tau * mu``, ``p = order``).
+def smoothness_prox(
+    coils: Tensor, weight: Tensor | float, order: int = 1, anchor: Tensor | None = None
+) -> Tensor:
+    """Exact proximal map of ``weight * (1/2) <c - a, L^p (c - a)>`` (``weight = tau * mu``,
+    ``p = order``, ``a = anchor`` or zero).
 
-    Solves ``(I + weight * (grad^T grad)^p) z = c`` for every coil in the DCT domain.
+    Solves ``(I + weight * (grad^T grad)^p) (z - a) = c - a`` for every coil in the DCT domain.
+    With an anchor (the calibration-based coil start) the prior penalises rough *deviations*
+    from it, not the roughness of the maps themselves (docs/ALGORITHM.md section 4.2).
 
     Args:
         coils: ``(*batch, C, H, W)`` complex (or real) maps.
         weight: ``tau * mu`` >= 0, a float or a tensor broadcastable to ``(*batch, 1, 1, 1)``
             (e.g. ``(B, 1, 1, 1)`` for one step size per chain).
         order: ``p >= 1``.
+        anchor: ``(C, H, W)`` or ``coils``-shaped maps the prior is centred on, or ``None``.
     """
     if order < 1:
         raise ValueError(f"the smoothness order must be >= 1, got {order}")
+    if anchor is not None:
+        return anchor + smoothness_prox(coils - anchor, weight, order)
     height, width = coils.shape[-2:]
     eigenvalues = laplacian_eigenvalues(height, width, coils.device, coils.real.dtype)
     return idct2(dct2(coils) / (1.0 + weight * eigenvalues**order))

@@ -79,6 +79,7 @@ def coil_step(
     smoothness: float,
     residual: Tensor | None = None,
     order: int = 1,
+    anchor: Tensor | None = None,
 ) -> CoilStepResult:
     """One backtracking proximal-gradient step on the coils (see the module docstring).
 
@@ -89,6 +90,8 @@ def coil_step(
         smoothness: ``mu`` of the coil smoothness prior.
         residual: ``M F(u s) - y`` at ``(image, coils)`` if already known.
         order: order ``p`` of the smoothness prior (:mod:`recon_core.prior.coil_prior`).
+        anchor: ``(C, H, W)`` maps the smoothness prior is centred on (the calibration-based
+            start), or ``None`` (centred on zero).
 
     Returns:
         New coils (rescaled so the RMS of their RSS is 1), accepted steps and the residual.
@@ -101,7 +104,7 @@ def coil_step(
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
         step_b = per_batch(step, coils)
-        candidate = smoothness_prox(coils - step_b * grad, step_b * smoothness, order)
+        candidate = smoothness_prox(coils - step_b * grad, step_b * smoothness, order, anchor)
         candidate_residual = data_term.residual(image, candidate)
         candidate_value = data_term.value(image, candidate, residual=candidate_residual)
         difference = candidate - coils

@@ -47,6 +47,7 @@ def solve_map(
     progress: Callable[[int, int], None] | None = None,
     coil_order: int = 1,
     momentum: bool = True,
+    coil_anchor: Tensor | None = None,
 ) -> MapResult:
     """Alternate image and coil steps, one per entry of ``sigmas`` / ``weights``.
 
@@ -61,6 +62,8 @@ def solve_map(
         momentum: extrapolate the image before each step (Nesterov / FISTA, ``beta_k =
             (k - 1) / (k + 2)``). Measured on the Berkeley brain, 100 iterations: +3.7 dB on
             1D random R=4 (29.1 -> 32.8 dB); plain steps need about 300 iterations for 31.5.
+        coil_anchor: ``(C, H, W)`` maps the coil smoothness prior is centred on (the
+            calibration-based start), or ``None``.
     """
     if len(sigmas) != len(weights) or len(sigmas) == 0:
         raise ValueError(f"need one weight per sigma, got {len(sigmas)} sigmas and {len(weights)} weights")
@@ -89,7 +92,14 @@ def solve_map(
         )
         image, image_steps = image_result.image, image_result.step
         coil_result = coil_step(
-            data_term, image, coils, coil_steps, coil_smoothness, image_result.residual, coil_order
+            data_term,
+            image,
+            coils,
+            coil_steps,
+            coil_smoothness,
+            image_result.residual,
+            coil_order,
+            coil_anchor,
         )
         coils, coil_steps, residual = coil_result.coils, coil_result.step, coil_result.residual
         gradient = None  # the coils changed: the image gradient must be recomputed

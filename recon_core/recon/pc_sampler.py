@@ -111,6 +111,7 @@ def sample_posterior_pc(
     final_denoise: bool = True,
     progress: Callable[[int, int], None] | None = None,
     coil_order: int = 1,
+    coil_anchor: Tensor | None = None,
 ) -> SamplerResult:
     """Run the predictor-corrector chains; every batch entry of ``image`` / ``coils`` is one chain.
 
@@ -128,6 +129,7 @@ def sample_posterior_pc(
         final_denoise: Tweedie's denoiser at ``sigma_N`` after the last move.
         progress: called with ``(done, total)`` after every move.
         coil_order: order ``p`` of the coil smoothness prior.
+        coil_anchor: ``(C, H, W)`` maps the coil smoothness prior is centred on, or ``None``.
     """
     if len(sigmas) < 2 or len(sigmas) != len(weights):
         raise ValueError(f"need >= 2 levels and one weight each, got {len(sigmas)} and {len(weights)}")
@@ -143,7 +145,13 @@ def sample_posterior_pc(
         done += 1
         if coil_update_interval is not None and done % coil_update_interval == 0:
             result = coil_step(
-                data_term, current, current_coils, coil_state, coil_smoothness, order=coil_order
+                data_term,
+                current,
+                current_coils,
+                coil_state,
+                coil_smoothness,
+                order=coil_order,
+                anchor=coil_anchor,
             )
             current_coils, coil_state = result.coils, result.step
         if progress is not None:

@@ -114,6 +114,7 @@ def sample_posterior(
     clamp_every_step: bool = True,
     progress: Callable[[int, int], None] | None = None,
     coil_order: int = 1,
+    coil_anchor: Tensor | None = None,
 ) -> SamplerResult:
     """Run the chains; every batch entry of ``image`` / ``coils`` is one chain.
 
@@ -131,6 +132,7 @@ def sample_posterior(
         clamp_every_step: project onto ``u >= 0`` after every step (else only at the end).
         progress: called with ``(done, total)`` after every step.
         coil_order: order ``p`` of the coil smoothness prior.
+        coil_anchor: ``(C, H, W)`` maps the coil smoothness prior is centred on, or ``None``.
     """
     if len(sigmas) != len(weights) or len(sigmas) == 0:
         raise ValueError(f"need one weight per sigma, got {len(sigmas)} sigmas and {len(weights)} weights")
@@ -152,7 +154,9 @@ def sample_posterior(
                 image = project_image(image)
             done += 1
             if done % coil_update_interval == 0:
-                result = coil_step(data_term, image, coils, coil_steps, coil_smoothness, order=coil_order)
+                result = coil_step(
+                    data_term, image, coils, coil_steps, coil_smoothness, order=coil_order, anchor=coil_anchor
+                )
                 coils, coil_steps, residual = result.coils, result.step, result.residual
             else:
                 residual = data_term.residual(image, coils)

@@ -85,6 +85,26 @@ def test_prox_solves_its_minimisation(device: torch.device) -> None:
     assert float(z.grad.abs().max()) < 1e-10
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_anchored_prox_solves_its_minimisation(order: int, device: torch.device) -> None:
+    """With an anchor ``a`` the prox minimises 1/2 ||z - c||^2 + t E(z - a): its gradient there
+    is zero, the anchor itself is a fixed point, and a smooth deviation is kept while the
+    anchor's own rough detail is not smoothed away."""
+    generator = torch.Generator().manual_seed(6)
+    coils = random_complex((2, 6, 7), generator, device).to(torch.complex128)
+    anchor = random_complex((2, 6, 7), generator, device).to(torch.complex128)
+    weight = 2.5
+    z = smoothness_prox(coils, weight, order, anchor).detach().requires_grad_(True)
+    objective = 0.5 * (z - coils).abs().pow(2).sum() + weight * smoothness_energy(z - anchor, 1.0, order)
+    objective.backward()
+    assert z.grad is not None
+    assert float(z.grad.abs().max()) < 1e-10
+    torch.testing.assert_close(smoothness_prox(anchor, 1e6, order, anchor), anchor, rtol=0, atol=1e-12)
+    shifted = anchor + 0.3  # a constant deviation costs nothing under the Neumann Laplacian
+    torch.testing.assert_close(smoothness_prox(shifted, 1e6, order, anchor), shifted, rtol=0, atol=1e-9)
+    assert float((smoothness_prox(anchor, 1e6, order) - anchor).abs().max()) > 0.1
+
+
 @pytest.mark.parametrize("order", [2, 3])
 def test_higher_order_prox_is_exact_against_dense_solve(order: int, device: torch.device) -> None:
     height, width, weight = 5, 6, 0.7
