@@ -10,12 +10,23 @@ setup(
         "Product-of-Gaussian-Mixture Diffusion Model prior, with posterior-variance maps"
     ),
     python_requires=">=3.10",
-    packages=["recon_core", "recon_core.prior", "recon_core.training", "gadgets", "pogmdm_config"],
+    packages=[
+        "recon_core",
+        "recon_core.physics",
+        "recon_core.prior",
+        "recon_core.recon",
+        "recon_core.sim",
+        "recon_core.training",
+        "gadgets",
+        "gadgets.demo",
+        "gadgets.replay",
+        "pogmdm_config",
+    ],
     package_dir={"pogmdm_config": "config"},
     package_data={
         "pogmdm_config": ["*.xml", "presets/*.yaml"],
         "recon_core.prior": ["weights/*.safetensors", "weights/*.json"],
-        "gadgets": ["demo/*.h5"],
+        "gadgets.demo": ["*.h5"],
     },
     include_package_data=True,
     install_requires=[
@@ -38,7 +49,7 @@ setup(
         "console_scripts": [
             "pogmdm-recon=gadgets.replay:main",
             "pogmdm-train=recon_core.training.cli:main",
-            "pogmdm-design-mask=recon_core.mask_design_cli:main",
+            "pogmdm-design-mask=recon_core.sim.mask_design_cli:main",
         ],
     },
 )

@@ -40,7 +40,7 @@ from metrics import Scores, object_support, score  # noqa: E402
 from quality import DATA, MASKS, load_kspace, rss_image, run_pogmdm  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from recon_core.config import config_from_mapping, load_preset  # noqa: E402
+from recon_core.recon.config import config_from_mapping, load_preset  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "calibration.png"
 K_GRID = np.linspace(0.0, 4.0, 41)

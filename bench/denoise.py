@@ -36,7 +36,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_tv_chambolle
 
-from recon_core.fourier import centred_ifft
+from recon_core.physics.fourier import centred_ifft
 from recon_core.prior import load_prior
 from recon_core.prior.model import PoGMDM
 

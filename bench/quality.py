@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO / "bench"))
 from metrics import Scores, object_support, score, std_error_rank_correlation  # noqa: E402
 from peers import bart_nlinv, bart_pics_l1, espirit_maps, sigpy_l1_wavelet  # noqa: E402
 
-from recon_core.config import ReconConfig, load_preset  # noqa: E402
-from recon_core.fourier import centred_ifft  # noqa: E402
-from recon_core.kspace import KSpaceSlice  # noqa: E402
-from recon_core.reconstruction import reconstruct  # noqa: E402
-from recon_core.sampling import (  # noqa: E402
+from recon_core.physics.fourier import centred_ifft  # noqa: E402
+from recon_core.physics.kspace import KSpaceSlice  # noqa: E402
+from recon_core.recon.config import ReconConfig, load_preset  # noqa: E402
+from recon_core.recon.reconstruction import reconstruct  # noqa: E402
+from recon_core.sim.masks import (  # noqa: E402
     equispaced_lines_mask,
     partial_fourier_mask,
     poisson_disc_mask,
@@ -147,12 +147,12 @@ def _espirit_tuned(
 def _load_prior(name: str) -> object | None:
     if name == "default":
         return None
-    from recon_core.prior import SHIPPED_PRIORS, load_prior
+    from recon_core.prior import SHIPPED_PRIORS, load_inference_prior
 
     if name.endswith(".safetensors") or name in SHIPPED_PRIORS:
-        return load_prior(name).tabulated()
+        return load_inference_prior(name)
     if name == "smooth-tv":
-        sys.path.insert(0, str(REPO / "tests"))
+        sys.path.insert(0, str(REPO / "tests" / "helpers"))
         from smooth_prior import SmoothTVPrior
 
         return SmoothTVPrior()
@@ -318,7 +318,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     for method in args.methods:
         if method not in METHODS:
             parser.error(f"unknown method {method!r}")
-    from recon_core.config import config_from_mapping
+    from recon_core.recon.config import config_from_mapping
 
     values = dict(item.split("=", 1) for item in args.set)
     config_from_mapping(values)  # validate names early

@@ -13,10 +13,10 @@ of lines and the same centre block:
 
 * learned: ``pogmdm-design-mask --lines N --centre K`` (given with ``--learned R=FILE``, else
   designed here with ``--steps``);
-* VD random: :func:`~recon_core.sampling.variable_density_lines_mask` (density
+* VD random: :func:`~recon_core.sim.masks.variable_density_lines_mask` (density
   ``(1 - |k|)^2``), ``--seeds`` seeds;
 * uniform random: the rest of the lines drawn uniformly (fastMRI style), ``--seeds`` seeds;
-* equispaced + calibration: :func:`~recon_core.sampling.spread_lines_mask`.
+* equispaced + calibration: :func:`~recon_core.sim.masks.spread_lines_mask`.
 
 Every mask is reconstructed with the project's reconstruction (``--preset``, default ``fast``),
 scored as ``bench/quality.py`` does (PSNR / SSIM / NMSE over the object support after a
@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from metrics import Scores, object_support, score  # noqa: E402
 from quality import DATA, load_kspace, rss_image, run_pogmdm  # noqa: E402
 
-from recon_core.config import load_preset  # noqa: E402
-from recon_core.mask_design import DesignConfig  # noqa: E402
-from recon_core.sampling import random_lines_mask, spread_lines_mask, variable_density_lines_mask  # noqa: E402
+from recon_core.recon.config import load_preset  # noqa: E402
+from recon_core.sim.mask_design import DesignConfig  # noqa: E402
+from recon_core.sim.masks import random_lines_mask, spread_lines_mask, variable_density_lines_mask  # noqa: E402
 
 FIGURE = REPO / "docs" / "figures" / "sampling.png"
 BUDGETS = {4: (45, 14), 8: (22, 7)}
@@ -98,7 +98,7 @@ def masks_for(
 def learned_mask(acceleration: int, height: int, width: int, args: argparse.Namespace) -> np.ndarray:
     if acceleration in args.learned:
         return np.load(args.learned[acceleration]).astype(bool)
-    from recon_core.mask_design_cli import run_design
+    from recon_core.sim.mask_design_cli import run_design
 
     lines, centre = BUDGETS[acceleration]
     config = DesignConfig(lines=lines, centre=centre, steps=args.steps, seed=args.design_seed)

@@ -76,9 +76,9 @@ def synthetic_slice() -> tuple[np.ndarray, np.ndarray]:
     """A ``256 x 256`` 32-coil phantom slice (smooth object phase, seeded noise), R=4 + 24 ACS."""
     import torch
 
-    from recon_core.operators import FFT2Operator
-    from recon_core.phantom import birdcage_coil_maps, shepp_logan
-    from recon_core.sampling import equispaced_lines_mask
+    from recon_core.physics.operators import FFT2Operator
+    from recon_core.sim.masks import equispaced_lines_mask
+    from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
     size = SYNTHETIC_SIZE
     image = shepp_logan(size).to(torch.complex64)
@@ -116,15 +116,15 @@ def run_pogmdm(preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarr
 
     import torch
 
-    from recon_core.config import load_preset
-    from recon_core.device import resolve_device
-    from recon_core.kspace import KSpaceSlice
-    from recon_core.prior import load_default_prior
-    from recon_core.reconstruction import reconstruct
+    from recon_core.physics.kspace import KSpaceSlice
+    from recon_core.prior import load_inference_prior
+    from recon_core.recon.config import load_preset
+    from recon_core.recon.device import resolve_device
+    from recon_core.recon.reconstruction import reconstruct
 
     device = resolve_device(device_name)
     config = dataclasses.replace(load_preset(preset), device=str(device))
-    prior = load_default_prior(device).tabulated()
+    prior = load_inference_prior("", device)
     data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,7 +1,7 @@
 """Check an installed Gadgetron environment the way Gadgetron will use it; exit 1 on any problem.
 
 Run by the Dockerfile right after installing (so a broken image fails to build, not at the
-scanner) and imported by ``tests/test_docker.py`` for the same checks in CI:
+scanner) and imported by the tests in ``tests/docker/`` for the same checks in CI:
 
 1. pinned packages: each ``name==version`` line of the constraints file is what is installed
    (the official Gadgetron environment pins gadgetron, ismrmrd and numpy; pip must not move them);

@@ -1,4 +1,4 @@
-"""ReconData (message 1023, from BucketToBufferGadget) -> :class:`~gadgets.assembly.SliceData`.
+"""ReconData (message 1023, from BucketToBufferGadget) -> :class:`~gadgets.slices.SliceData`.
 
 A ReconData carries one ReconBit per encoding space; each bit holds a ``data`` buffer and
 optionally a ``ref`` (calibration) buffer, both ``[RO, E1, E2, CHA, N, S, LOC]`` complex64 with
@@ -26,8 +26,8 @@ import ismrmrd
 import numpy as np
 import torch
 
-from gadgets.assembly import ReadoutLine, SliceData, has_flag, line_role, slice_index
 from gadgets.encoding import EncodingInfo
+from gadgets.slices import ReadoutLine, SliceData, has_flag, line_role, slice_index
 
 
 def slices_from_recon_data(recon_data: Any, encoding: EncodingInfo) -> list[SliceData]:

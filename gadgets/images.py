@@ -8,7 +8,8 @@ ImageComments, ImageProcessingHistory, SequenceDescriptionAdditional, WindowCent
 WindowWidth, ImageRowDir, ImageColumnDir, Keep_image_geometry).
 
 Image data are ``(channels=1, z=1, y=H, x=W)`` float32, C-contiguous and writable: exactly what
-``ismrmrd.Image`` / gadgetron 1.4.1 serialise under numpy 2 without a copy.
+``ismrmrd.Image`` / gadgetron 1.4.1 serialise under numpy 2 without a copy
+(:func:`gadgets.compat.image_data`).
 
 A partition of a 3D slab is a 2D image of its own: ``slice`` = slab (the acquisitions' slice
 counter) x partitions + partition, position moved along the slice direction by the
@@ -26,16 +27,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gadgets.assembly import AssembledSlice, Partition, shifted_position
+from gadgets.compat import image_data
 from gadgets.encoding import EncodingInfo
+from gadgets.readout import display_window, fit_to_recon_grid
 from gadgets.settings import GadgetSettings
-from recon_core.readout import display_window, fit_to_recon_grid
+from gadgets.slices import AssembledSlice, Partition, shifted_position
 
 PROCESSING_HISTORY = ["PYTHON", "POGMDM"]
 
 
 class ReconOutput(Protocol):
-    """What the gadget reads from ``recon_core.reconstruction.ReconResult``."""
+    """What the gadget reads from ``recon_core.recon.reconstruction.ReconResult``."""
 
     image: Tensor
     std: Tensor | None
@@ -89,7 +91,7 @@ def make_image(
     For a ``partition`` of a 3D slab: ``slice`` = slab x partitions + partition, position
     moved by its offset along the slice direction, field of view z its thickness.
     """
-    data = np.ascontiguousarray(pixels, dtype=np.float32).reshape(1, 1, *pixels.shape).copy()
+    data = image_data(pixels)
     header = ismrmrd.ImageHeader.from_acquisition(reference)
     header.version = 1
     header.flags = 0

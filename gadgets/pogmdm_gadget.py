@@ -28,40 +28,27 @@ partition's offset (recon FOV z / recon matrix z per partition), field of view z
 
 from __future__ import annotations
 
-import importlib
 import logging
-import socket
 import struct
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ismrmrd
 from gadgetron.types import ReconData
 
-from gadgets.assembly import (
-    AssembledSlice,
-    RejectedReadoutError,
-    SliceAssembler,
-    SliceData,
-    SliceDataError,
-    assemble,
-    check_sampling,
-    describe,
-)
+from gadgets.assembly import SliceAssembler, assemble, check_sampling
 from gadgets.buffers import slices_from_recon_data
+from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
 from gadgets.settings import GadgetSettings, settings_from_xml
-from recon_core.config import ReconConfig
-from recon_core.kspace import KSpaceSlice
+from gadgets.slices import AssembledSlice, RejectedReadoutError, SliceData, SliceDataError, describe
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.recon.config import ReconConfig
 
 log = logging.getLogger("pogmdm.gadget")
-
-GADGET_MESSAGE_ERROR = 8
 
 Reconstruct = Callable[..., ReconOutput]
 
@@ -81,7 +68,7 @@ class GadgetError:
 def write_error(destination: Any, error: GadgetError) -> None:
     """Serialise a :class:`GadgetError` on a gadgetron ``Connection`` socket wrapper."""
     payload = error.text.encode("utf-8")
-    destination.write(struct.pack("<H", GADGET_MESSAGE_ERROR) + struct.pack("<Q", len(payload)) + payload)
+    destination.write(struct.pack("<H", ERROR) + struct.pack("<Q", len(payload)) + payload)
 
 
 def reconstruct_acquisitions(connection: Any) -> None:
@@ -101,16 +88,14 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         connection: a ``gadgetron.external.Connection`` (CONFIG and HEADER already read).
         source: ``"acquisitions"`` or ``"buffers"``.
         reconstruct: the reconstruction callable; default
-            ``recon_core.reconstruction.reconstruct``.
+            ``recon_core.recon.reconstruction.reconstruct``.
 
     Raises:
         ValueError: for a bad configuration or header (also sent as an ERROR message).
         ReconstructionError: when any slice failed (each also sent as an ERROR message).
     """
-    _guard_end_of_stream(connection)
-    # Not connection.add_writer: in gadgetron 1.4.1 it wraps the writer in a one-argument
-    # lambda that send() then calls with two (destination, item) and fails.
-    connection.writers.insert(0, (lambda item: isinstance(item, GadgetError), write_error))
+    guard_end_of_stream(connection)
+    add_writer_first(connection, lambda item: isinstance(item, GadgetError), write_error)
     try:
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
@@ -144,38 +129,26 @@ def load_image_prior(settings: GadgetSettings) -> Any:
 
     ``settings.prior`` is a shipped prior's name (``conv``, ``shearlet``), a weights file
     (``.safetensors``; pickles are refused), ``MODULE:NAME`` of a prior class or factory (called
-    without arguments), or empty for the shipped default prior. PoGMDM weights
-    are used in their fast inference view (tabulated potentials), as ``reconstruct`` does for
-    its default prior.
+    without arguments), or empty for the shipped default prior; see
+    :func:`recon_core.prior.io.load_inference_prior`. PoGMDM weights are used in their fast
+    inference view (tabulated potentials), as ``reconstruct`` does for its default prior.
 
     Raises:
         ValueError: naming the ``prior`` property when ``MODULE:NAME`` gives ``None`` or
             anything else that is not a prior (never a silent fall-back to the default prior).
     """
-    from recon_core.device import resolve_device
-    from recon_core.prior import DiffusionImagePrior, load_default_prior, load_prior
+    from recon_core.prior import load_inference_prior
+    from recon_core.recon.device import resolve_device
 
-    device = resolve_device(settings.recon.device)
-    spec = settings.prior
-    if not spec:
-        return load_default_prior(device).tabulated()
-    if ":" in spec and not Path(spec).exists():
-        module, _, name = spec.partition(":")
-        factory = getattr(importlib.import_module(module), name)
-        prior = factory() if callable(factory) else factory
-        if not isinstance(prior, DiffusionImagePrior):
-            raise ValueError(
-                f"prior property {spec!r} gave {type(prior).__name__}, not an image prior with "
-                "energy(x, sigma) and score(x, sigma)"
-            )
-        return prior
-    return load_prior(spec, device).tabulated()
+    return load_inference_prior(
+        settings.prior, resolve_device(settings.recon.device), source="prior property"
+    )
 
 
 def load_reconstruct() -> Reconstruct:
-    """``recon_core.reconstruction.reconstruct``, with a clear error where it is missing."""
+    """``recon_core.recon.reconstruction.reconstruct``, with a clear error where it is missing."""
     try:
-        from recon_core.reconstruction import reconstruct
+        from recon_core.recon.reconstruction import reconstruct
     except ImportError as error:
         raise RuntimeError(f"the reconstruction entry point is not available: {error}") from error
     return reconstruct
@@ -232,10 +205,7 @@ class _Session:
 
     def run_buffers(self) -> None:
         self.connection.filter(ReconData)
-        with warnings.catch_warnings():
-            # gadgetron 1.4.1 puts ctypes headers into an object array; numpy warns about their
-            # buffer format (harmless: the headers stay ctypes objects).
-            warnings.filterwarnings("ignore", "A builtin ctypes object gave a PEP3118", RuntimeWarning)
+        with ctypes_header_warnings_ignored():
             for recon_data in self.connection:
                 self._buffered_item(recon_data)
 
@@ -347,25 +317,3 @@ def _report(connection: Any, text: str) -> None:
         connection.send(GadgetError(text))
     except OSError as error:
         log.error("could not send the error to the peer (%s): %s", error, text)
-
-
-def _guard_end_of_stream(connection: Any) -> None:
-    """Make reads on a closed socket raise instead of spinning.
-
-    gadgetron 1.4.1's ``SocketWrapper.read`` loops forever when the peer disconnects without a
-    CLOSE message (``recv`` returning ``b""``); this replaces the wrapper's ``read`` on this
-    connection with one that raises :class:`ConnectionError`.
-    """
-    wrapper = connection.socket
-    raw: socket.socket = wrapper.socket
-
-    def read(count: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < count:
-            chunk = raw.recv(count - len(chunks), socket.MSG_WAITALL)
-            if not chunk:
-                raise ConnectionError("the Gadgetron side closed the connection without a CLOSE message")
-            chunks += chunk
-        return bytes(chunks)
-
-    wrapper.read = read

@@ -5,7 +5,7 @@ process as the CONFIG message. Its ``<property>`` children (either ``<property n
 value="v"/>`` or ``<property><name>k</name><value>v</value></property>``) are read here:
 
 * ``preset`` picks a shipped preset (``config/presets/NAME.yaml``) as the base;
-* every :class:`recon_core.config.ReconConfig` field (``method``, ``device``, ``num_chains``,
+* every :class:`recon_core.recon.config.ReconConfig` field (``method``, ``device``, ``num_chains``,
   ``seed``, ...) and the short aliases in :data:`ALIASES` override it;
 * the gadget-only properties in :data:`GADGET_PROPERTIES` control the output.
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from recon_core.config import ReconConfig, config_from_mapping, load_preset
+from recon_core.recon.config import ReconConfig, config_from_mapping, load_preset, parse_bool
 
 T = TypeVar("T")
 
@@ -85,6 +85,26 @@ class GadgetSettings:
             raise ValueError(f"image_series and std_series must differ, both are {self.image_series}")
 
 
+def property_entry(node: ElementTree.Element) -> tuple[str, str] | None:
+    """``(name, value)`` of a ``<property>`` element, or ``None`` for any other element.
+
+    The one reader of Gadgetron's two property forms (the gadget's ``<configuration>`` and the
+    chains' gadgets alike): ``<property name="N" value="V"/>`` and
+    ``<property><name>N</name><value>V</value></property>`` (children win over attributes;
+    namespaces are ignored). The value is stripped; a missing name or value is ``""``.
+    """
+    if _local_name(node.tag) != "property":
+        return None
+    name = node.get("name")
+    value = node.get("value")
+    for child in node:
+        if _local_name(child.tag) == "name":
+            name = (child.text or "").strip()
+        elif _local_name(child.tag) == "value":
+            value = child.text or ""
+    return name or "", (value or "").strip()
+
+
 def properties_from_xml(configuration: ElementTree.Element | None) -> dict[str, str]:
     """``{name: value}`` of the ``<property>`` children of a ``<configuration>`` element.
 
@@ -97,22 +117,17 @@ def properties_from_xml(configuration: ElementTree.Element | None) -> dict[str, 
         return {}
     properties: dict[str, str] = {}
     for node in configuration:
-        if _local_name(node.tag) != "property":
+        entry = property_entry(node)
+        if entry is None:
             continue
-        name = node.get("name")
-        value = node.get("value")
-        for child in node:
-            if _local_name(child.tag) == "name":
-                name = (child.text or "").strip()
-            elif _local_name(child.tag) == "value":
-                value = child.text or ""
+        name, value = entry
         if not name:
             raise ValueError(
                 f"a <property> without a name in the configuration: {ElementTree.tostring(node)!r}"
             )
         if name in properties:
             raise ValueError(f"property {name!r} is given twice in the configuration")
-        properties[name] = (value or "").strip()
+        properties[name] = value
     return properties
 
 
@@ -153,16 +168,6 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
 def settings_from_xml(configuration: ElementTree.Element | None) -> GadgetSettings:
     """:func:`settings_from_properties` of :func:`properties_from_xml`."""
     return settings_from_properties(properties_from_xml(configuration))
-
-
-def parse_bool(text: str) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
 
 
 def _gadget_value(values: dict[str, str], name: str, convert: Callable[[str], T], default: T) -> T:

@@ -1,4 +1,13 @@
-"""Physics, prior, sampler and training for the PoGMDM reconstruction (pure PyTorch)."""
+"""The PoGMDM reconstruction in pure PyTorch (no Gadgetron import), grouped by role.
+
+* :mod:`recon_core.physics`: k-space containers, the centred FFT, operators, data term, noise;
+* :mod:`recon_core.prior`: the PoGMDM image prior, its complex wrapper, the coil prior;
+* :mod:`recon_core.recon`: ``ReconConfig`` and ``reconstruct`` with its MAP and sampling solvers;
+* :mod:`recon_core.sim`: phantoms, undersampling masks, learned sampling patterns;
+* :mod:`recon_core.training`: training the prior (``pogmdm-train``).
+
+The method, with the formulas the code implements: docs/ALGORITHM.md.
+"""
 
 import os
 

@@ -1,11 +1,22 @@
-"""Shared fixtures: run device-aware tests on the CPU and, where present, on CUDA."""
+"""Shared fixtures: run device-aware tests on the CPU and, where present, on CUDA.
+
+The test folders mirror the source folders (``physics/``, ``prior/``, ``recon/``, ``sim/``,
+``training/``, ``gadgets/``, ``replay/``, ``docker/``); the helpers they share
+(``operator_checks``, ``smooth_prior``, ``gadget_helpers``, ``fault_gadgets``) live in
+``tests/helpers/``, put on ``sys.path`` here.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

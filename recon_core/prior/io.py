@@ -4,7 +4,8 @@ Two priors ship in ``recon_core/prior/weights``: ``shearlet`` (20 learned shearl
 parameters; the default, which the reconstruction's presets were tuned with) and ``conv`` (48
 orthonormal 7 x 7 filters with a patch-averaged energy, 5,424 parameters; the better denoiser).
 Wherever a prior is named (the gadget's ``prior`` setting, the benchmarks), a shipped name or a
-weights file path is accepted (:func:`resolve_weights`).
+weights file path is accepted (:func:`resolve_weights`); :func:`load_inference_prior` is the one
+loader of the prior a reconstruction runs with.
 
 A weights file holds the parameter tensors; its metadata holds the architecture
 (:class:`PoGMDMConfig` as JSON). A human-readable record of how the weights were made (data,
@@ -13,6 +14,7 @@ steps, seed, final loss, date, command line) sits next to it as ``<name>.json``.
 
 from __future__ import annotations
 
+import importlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from recon_core.prior.base import DiffusionImagePrior
 from recon_core.prior.model import PoGMDM, PoGMDMConfig
 
 SHIPPED_PRIORS: dict[str, str] = {
@@ -141,3 +144,38 @@ def load_default_prior(device: torch.device | str = "cpu") -> PoGMDM:
     if not path.is_file():
         raise FileNotFoundError(f"shipped prior weights missing at {path}")
     return load_prior(path, device)
+
+
+def load_inference_prior(
+    spec: str = "", device: torch.device | str = "cpu", source: str = "prior"
+) -> DiffusionImagePrior:
+    """The image prior a reconstruction runs with, loaded once on ``device``.
+
+    Args:
+        spec: empty for the default shipped prior; a shipped prior's name (``conv``,
+            ``shearlet``) or a weights file (``.safetensors``; pickles are refused): both
+            PoGMDMs in their fast inference view (``.tabulated()``, tabulated potentials); or
+            ``MODULE:NAME`` (where no file of that name exists) of a prior class or factory,
+            called without arguments, or of a prior object.
+        device: where a PoGMDM is put.
+        source: how error messages name ``spec`` (the gadget: ``"prior property"``).
+
+    Raises:
+        FileNotFoundError: where the weights are missing.
+        ValueError: for a file that is not PoGMDM weights, and naming ``source`` when
+            ``MODULE:NAME`` gives ``None`` or anything else that is not an image prior (never a
+            silent fall-back to the default prior).
+    """
+    if not spec:
+        return load_default_prior(device).tabulated()
+    if ":" in spec and not Path(spec).exists():
+        module, _, name = spec.partition(":")
+        factory = getattr(importlib.import_module(module), name)
+        prior = factory() if callable(factory) else factory
+        if not isinstance(prior, DiffusionImagePrior):
+            raise ValueError(
+                f"{source} {spec!r} gave {type(prior).__name__}, not an image prior with "
+                "energy(x, sigma) and score(x, sigma)"
+            )
+        return prior
+    return load_prior(spec, device).tabulated()

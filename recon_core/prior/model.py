@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from recon_core.prior.base import tweedie_denoise
 from recon_core.prior.conv_bank import ConvFilterBank
 from recon_core.prior.filter_bank import FilterBank
 from recon_core.prior.mixture import (
@@ -288,8 +289,7 @@ class PoGMDM(nn.Module):
 
     def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Tweedie / MMSE estimate ``x + sigma^2 score(x, sigma)`` of the clean images."""
-        sigma_b = sigma_vector(sigma, x.shape[0], x)[:, None, None]
-        return x + sigma_b.square() * self.score(x, sigma)
+        return tweedie_denoise(self.score, x, sigma_vector(sigma, x.shape[0], x))
 
     def tables(self, sigma: Tensor, num_points: int, nodes_per_std: float | None = None) -> PotentialTables:
         """Tabulated ``psi'`` for the noise levels ``sigma`` ``(G,)`` (differentiable in the
@@ -364,5 +364,5 @@ class TabulatedPoGMDM:
             return self.model.score_tabulated(x, sigma_b, tables, group)
 
     def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        sigma_b = sigma_vector(sigma, x.shape[0], x)[:, None, None]
-        return x + sigma_b.square() * self.score(x, sigma)
+        """Tweedie / MMSE estimate ``x + sigma^2 score(x, sigma)`` of the clean images."""
+        return tweedie_denoise(self.score, x, sigma_vector(sigma, x.shape[0], x))

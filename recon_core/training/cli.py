@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from recon_core.device import resolve_device
 from recon_core.prior.io import default_weights_path, load_prior, save_prior
 from recon_core.prior.model import PoGMDMConfig
+from recon_core.recon.device import resolve_device
 from recon_core.training.data import ImageSource, describe, folder_sources, wheel_sources
 from recon_core.training.trainer import TrainConfig, TrainResult, train
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon_core.fourier import centred_ifft
+from recon_core.physics.fourier import centred_ifft
 
 MNI_TRAIN_SLICES = tuple(range(20, 100, 4))
 MNI_HELDOUT_SLICES = (115, 125, 135)

@@ -1,0 +1,111 @@
+"""The joint data term: value and gradients against autograd, and the noise estimate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from operator_checks import random_complex
+
+from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
+from recon_core.physics.noise_estimation import estimate_noise_std
+from recon_core.physics.operators import multicoil_forward_operator
+
+
+def _problem(
+    shape: tuple[int, int], device: torch.device
+) -> tuple[JointDataTerm, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    batch, coils = 2, 3
+    mask = torch.rand(shape, generator=generator) > 0.4
+    kspace = random_complex((coils, *shape), generator, "cpu") * mask
+    image = torch.rand((batch, *shape), generator=generator)
+    maps = random_complex((batch, coils, *shape), generator, "cpu")
+    data_term = JointDataTerm(kspace=kspace.to(device), mask=mask.to(device))
+    return data_term, image.to(device), maps.to(device)
+
+
+@pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
+def test_value_matches_the_operator_model(shape: tuple[int, int], device: torch.device) -> None:
+    data_term, image, coils = _problem(shape, device)
+    expected = []
+    for index in range(image.shape[0]):
+        operator = multicoil_forward_operator(normalised_coils(coils[index]), data_term.mask)
+        residual = operator(image[index].to(torch.complex64)) - data_term.kspace
+        expected.append(0.5 * 3.0 * residual.abs().pow(2).sum())
+    torch.testing.assert_close(
+        data_term.value(image, coils, 3.0), torch.stack(expected), rtol=1e-5, atol=1e-6
+    )
+    back = data_term.back_projection(data_term.residual(image, coils))
+    operator = multicoil_forward_operator(normalised_coils(coils), data_term.mask)
+    direct = operator.H.forward(operator(image.to(torch.complex64)) - data_term.kspace)
+    torch.testing.assert_close((normalised_coils(coils).conj() * back).sum(dim=-3), direct)
+
+
+@pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
+def test_gradients_match_autograd(shape: tuple[int, int], device: torch.device) -> None:
+    data_term, image, coils = _problem(shape, device)
+    weight = torch.tensor([2.0, 0.5], device=device)
+    image_leaf = image.clone().requires_grad_(True)
+    coils_leaf = coils.clone().requires_grad_(True)
+    data_term.value(image_leaf, coils_leaf, weight).sum().backward()
+    assert image_leaf.grad is not None and coils_leaf.grad is not None
+    torch.testing.assert_close(
+        data_term.grad_image(image, coils, weight), image_leaf.grad, rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        data_term.grad_coils(image, coils, weight), coils_leaf.grad, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_coil_scale_invariance(device: torch.device) -> None:
+    data_term, image, coils = _problem((6, 6), device)
+    rescaled = normalise_coil_scale(coils)
+    torch.testing.assert_close(data_term.value(image, rescaled), data_term.value(image, coils))
+    rms = coil_rss(rescaled).pow(2).mean(dim=(-2, -1)).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)
+    assert bool((normalised_coils(coils).abs().pow(2).sum(-3) - 1.0).abs().max() < 1e-4)
+
+
+def test_bad_data_term_inputs() -> None:
+    with pytest.raises(ValueError, match="complex"):
+        JointDataTerm(kspace=torch.zeros(2, 4, 4), mask=torch.ones(4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        JointDataTerm(
+            kspace=torch.zeros(2, 4, 4, dtype=torch.complex64), mask=torch.ones(4, 5, dtype=torch.bool)
+        )
+
+
+@pytest.mark.parametrize("coils", [1, 8])
+def test_noise_estimate_on_pure_noise(coils: int) -> None:
+    generator = torch.Generator().manual_seed(7)
+    sigma = 0.3
+    noise = sigma * random_complex((coils, 96, 96), generator, "cpu")  # unit variance per real part
+    mask = torch.rand((96, 96), generator=generator) > 0.5
+    estimate = estimate_noise_std(noise * mask, mask)
+    assert estimate == pytest.approx(sigma, rel=0.1)
+
+
+def test_noise_estimate_rejects_noise_free_data() -> None:
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[8, 8] = True
+    kspace = torch.zeros(4, 16, 16, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="noise"):
+        estimate_noise_std(kspace, mask)
+
+
+@pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
+def test_gradients_match_autograd_for_a_complex_image(shape: tuple[int, int], device: torch.device) -> None:
+    data_term, image, coils = _problem(shape, device)
+    generator = torch.Generator().manual_seed(5)
+    complex_image = random_complex(tuple(image.shape), generator, "cpu").to(device)
+    weight = torch.tensor([2.0, 0.5], device=device)
+    image_leaf = complex_image.clone().requires_grad_(True)
+    coils_leaf = coils.clone().requires_grad_(True)
+    data_term.value(image_leaf, coils_leaf, weight).sum().backward()
+    assert image_leaf.grad is not None and coils_leaf.grad is not None
+    gradient = data_term.grad_image(complex_image, coils, weight)
+    assert gradient.is_complex()
+    torch.testing.assert_close(gradient, image_leaf.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        data_term.grad_coils(complex_image, coils, weight), coils_leaf.grad, rtol=1e-4, atol=1e-5
+    )
