@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from gadgets.assembly import SliceAssembler, assemble_slice
-from gadgets.demo_data import demo_raw_file
+from gadgets.demo.synthetic import demo_raw_file
 from gadgets.encoding import encoding_from_header, parse_header
-from recon_core.config import load_preset
-from recon_core.kspace import KSpaceSlice
-from recon_core.operators import FFT2Operator
-from recon_core.phantom import birdcage_coil_maps, shepp_logan
-from recon_core.reconstruction import reconstruct
+from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.operators import FFT2Operator
+from recon_core.recon.config import load_preset
+from recon_core.recon.reconstruction import reconstruct
+from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURE = REPO / "docs" / "figures" / "demo.png"
