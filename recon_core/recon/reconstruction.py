@@ -11,7 +11,8 @@ The recipe (docs/ALGORITHM.md sections 1 and 4), with nothing tuned per data set
 1. Prewhiten with the noise covariance where one is known (then ``sigma_n`` is exact);
    otherwise estimate ``sigma_n`` from the outer acquired k-space
    (:mod:`recon_core.physics.noise_estimation`).
-2. Scale: divide the data by the maximum of the zero-filled RSS image over its central region;
+2. Scale: divide the data by the maximum of the zero-filled RSS image (over the central
+   ``scale_region`` fraction of each axis; default the whole image);
    undone on output.
 3. Start: coils = zero-filled coil images low-passed by the exact smoothness prox (no
    calibration region needed); image = zero-filled combination with those coils (or noise).
@@ -92,7 +93,8 @@ def _central_region(image: Tensor, fraction: float) -> Tensor:
 
 
 def scale_factor(zero_filled_coil_images: Tensor, region: float) -> float:
-    """Maximum of the RSS of ``(C, H, W)`` zero-filled coil images over the central region.
+    """Maximum of the RSS of ``(C, H, W)`` zero-filled coil images over the central ``region``
+    fraction of each axis (1: the whole image).
 
     Raises:
         ValueError: if the data are all zero there (nothing to normalise by).
