@@ -81,9 +81,6 @@ class ReconConfig:
         coil_smoothness: mu of the coil smoothness prior ``(mu/2) <c, L^p c>``, relative
             to the unweighted data fit (noise-independent): coil detail finer than about
             ``sqrt(mu) / u`` pixels is suppressed (``u`` the image intensity, about 1).
-        coil_smoothness_order: ``p`` of the coil prior ``(mu/2) <c, L^p c>`` (``L`` the Neumann
-            Laplacian; 1: ``||grad c||^2``, 2: thin plate). 2 is measured 1.9-2.6 dB better
-            than 1 on the Berkeley brain (see :mod:`recon_core.prior.coil_prior`).
         coil_update_interval: the sampler updates the coils every this many Langevin steps
             (coils converge early; larger values save forward-model evaluations).
         coil_init_cutoff: the coil start is the zero-filled coil images low-passed by the
@@ -154,7 +151,6 @@ class ReconConfig:
     map_sigma_noise_factor: float = 1.5
     map_sigma_start: float = 0.1
     coil_smoothness: float = 10.0
-    coil_smoothness_order: int = 2
     coil_update_interval: int = 1
     coil_init_cutoff: float = 0.1
     data_weight_scale: float = 3.0
@@ -189,7 +185,6 @@ class ReconConfig:
             "steps_per_level",
             "map_iterations",
             "coil_update_interval",
-            "coil_smoothness_order",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -23,7 +23,7 @@ from recon_core.physics.noise_estimation import PREWHITENED_NOISE_STD, estimate_
 from recon_core.physics.operators import FFT2Operator
 from recon_core.physics.prewhitening import prewhiten_slice
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.prior.coil_prior import smoothness_prox
+from recon_core.prior.coil_prior import COIL_PRIOR_ORDER, smoothness_prox
 from recon_core.prior.complex_prior import ComplexPartsPrior
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.device import resolve_device
@@ -181,7 +181,7 @@ def start_coils(zero_filled: Tensor, data: KSpaceSlice, config: ReconConfig, noi
             f"coil_start {config.coil_start!r} with map_sets {config.map_sets} needs a fully sampled "
             f"calibration block of at least {config.espirit_kernel + 2} samples a side at the k-space centre"
         )
-    coils = initial_coils(zero_filled, config.coil_init_cutoff, config.coil_smoothness_order)
+    coils = initial_coils(zero_filled, config.coil_init_cutoff, COIL_PRIOR_ORDER)
     return CoilStart(coils, None, "lowpass")
 
 
@@ -199,7 +199,7 @@ def _low_resolution_phase(
     block = torch.zeros_like(kspace)
     rows, cols = slice(region.ky_start, region.ky_stop), slice(region.kx_start, region.kx_stop)
     block[:, rows, cols] = kspace[:, rows, cols]
-    low = initial_coils(FFT2Operator().adjoint(block), config.coil_init_cutoff, config.coil_smoothness_order)
+    low = initial_coils(FFT2Operator().adjoint(block), config.coil_init_cutoff, COIL_PRIOR_ORDER)
     combined = (maps.conj() * low).sum(dim=-3)
     return combined / combined.abs().clamp_min(1e-12)
 

@@ -35,6 +35,7 @@ from torch import Tensor
 from recon_core.physics.data_term import JointDataTerm, normalised_coils
 from recon_core.physics.kspace import KSpaceSlice
 from recon_core.prior.base import DiffusionImagePrior
+from recon_core.prior.coil_prior import COIL_PRIOR_ORDER
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.data_consistency import refine_data_consistency
 from recon_core.recon.joint_steps import project_image
@@ -156,7 +157,7 @@ def _run_chains(
             coil_update_interval=config.coil_update_interval,
             final_denoise=config.final_denoise,
             progress=progress,
-            coil_order=config.coil_smoothness_order,
+            coil_order=COIL_PRIOR_ORDER,
             coil_anchor=coil_anchor,
         )
     return sample_posterior(
@@ -174,7 +175,7 @@ def _run_chains(
         final_denoise=config.final_denoise,
         clamp_every_step=config.clamp_every_step,
         progress=progress,
-        coil_order=config.coil_smoothness_order,
+        coil_order=COIL_PRIOR_ORDER,
         coil_anchor=coil_anchor,
     )
 
@@ -240,7 +241,7 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
             map_weights,
             config.coil_smoothness,
             progress_map,
-            coil_order=config.coil_smoothness_order,
+            coil_order=COIL_PRIOR_ORDER,
             coil_anchor=coil_start.anchor,
         )
         return result.image, result.coils, map_sigmas, map_weights
