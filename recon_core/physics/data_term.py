@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from recon_core.physics.operators import RampedFFT2Operator
+from recon_core.physics.operators import CartesianMaskOperator, RampedFFT2Operator
 
 # Added under the square root of the coil RSS so that s = c / R stays finite where all
 # coils vanish; tiny against the normalised coils (RMS of R is 1, see normalise_coil_scale).
@@ -67,7 +67,7 @@ class JointDataTerm:
     Built on the operator layer: ``F`` is :class:`recon_core.physics.operators.RampedFFT2Operator`
     (the centred orthonormal FFT of :class:`~recon_core.physics.operators.FFT2Operator`
     evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps instead of two ``fftshift``
-    copies), ``M`` a multiplication by the mask as a float. Residuals are kept in the
+    copies), ``M`` :class:`~recon_core.physics.operators.CartesianMaskOperator`. Residuals are kept in the
     "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;
     only :meth:`residual` / :meth:`value` / the gradients consume them.
 
@@ -88,7 +88,7 @@ class JointDataTerm:
     extra_maps: Tensor | None = None
     _fft: RampedFFT2Operator = field(init=False, repr=False)
     _kspace_unshifted: Tensor = field(init=False, repr=False)
-    _mask_float: Tensor = field(init=False, repr=False)
+    _sampling: CartesianMaskOperator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kspace.ndim != 3 or not self.kspace.is_complex():
@@ -103,7 +103,7 @@ class JointDataTerm:
         height, width = self.kspace.shape[-2:]
         fft = RampedFFT2Operator(height, width, self.kspace.device)
         object.__setattr__(self, "_fft", fft)
-        object.__setattr__(self, "_mask_float", self.mask.to(self.kspace.real.dtype))
+        object.__setattr__(self, "_sampling", CartesianMaskOperator(self.mask, self.kspace.real.dtype))
         object.__setattr__(
             self,
             "_kspace_unshifted",
@@ -126,7 +126,7 @@ class JointDataTerm:
             combined = maps * image.unsqueeze(-3)
         else:
             combined = maps * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
-        return self._fft.forward(combined) * self._mask_float - self._kspace_unshifted
+        return self._sampling.forward(self._fft.forward(combined)) - self._kspace_unshifted
 
     def value(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
@@ -138,7 +138,7 @@ class JointDataTerm:
 
     def back_projection(self, residual: Tensor) -> Tensor:
         """``g_c = F^H M^H r_c`` from a residual of :meth:`residual`: ``(B, C, H, W)`` complex."""
-        return self._fft.adjoint(residual * self._mask_float)
+        return self._fft.adjoint(self._sampling.adjoint(residual))
 
     def grad_image(
         self,
