@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from recon_core.physics.operators import CartesianMaskOperator, RampedFFT2Operator
+from recon_core.physics.operators import CartesianMaskOperator, CoilSensitivityOperator, RampedFFT2Operator
 
 # Added under the square root of the coil RSS so that s = c / R stays finite where all
 # coils vanish; tiny against the normalised coils (RMS of R is 1, see normalise_coil_scale).
@@ -67,7 +67,8 @@ class JointDataTerm:
     Built on the operator layer: ``F`` is :class:`recon_core.physics.operators.RampedFFT2Operator`
     (the centred orthonormal FFT of :class:`~recon_core.physics.operators.FFT2Operator`
     evaluated as ``phi * fft2(psi * x)`` with fixed phase ramps instead of two ``fftshift``
-    copies), ``M`` :class:`~recon_core.physics.operators.CartesianMaskOperator`. Residuals are kept in the
+    copies), ``M`` :class:`~recon_core.physics.operators.CartesianMaskOperator` and ``S``
+    :class:`~recon_core.physics.operators.CoilSensitivityOperator`. Residuals are kept in the
     "unshifted" representation ``r' = conj(phi) * r``, which has the same norm as ``r``;
     only :meth:`residual` / :meth:`value` / the gradients consume them.
 
@@ -123,9 +124,10 @@ class JointDataTerm:
         """
         maps = normalised_coils(coils) if maps is None else maps
         if self.extra_maps is None:
-            combined = maps * image.unsqueeze(-3)
+            combined = CoilSensitivityOperator(maps).forward(image)
         else:
-            combined = maps * image[:, :1] + (self.extra_maps * image[:, 1:, None]).sum(1)
+            further = CoilSensitivityOperator(self.extra_maps).forward(image[:, 1:]).sum(1)
+            combined = CoilSensitivityOperator(maps).forward(image[:, 0]) + further
         return self._sampling.forward(self._fft.forward(combined)) - self._kspace_unshifted
 
     def value(
@@ -153,9 +155,9 @@ class JointDataTerm:
         maps = normalised_coils(coils) if maps is None else maps
         residual = self.residual(image, coils, maps) if residual is None else residual
         back = self.back_projection(residual)
-        combined = (maps.conj() * back).sum(dim=-3)
+        combined = CoilSensitivityOperator(maps).adjoint(back)
         if self.extra_maps is not None:
-            others = (self.extra_maps.conj() * back.unsqueeze(1)).sum(dim=-3)
+            others = CoilSensitivityOperator(self.extra_maps).adjoint(back.unsqueeze(1))
             combined = torch.cat((combined.unsqueeze(1), others), dim=1)
         if not image.is_complex():
             combined = combined.real
