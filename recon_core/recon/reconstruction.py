@@ -142,42 +142,19 @@ def _run_chains(
     coil_anchor: Tensor | None,
 ) -> SamplerResult:
     """The posterior chains of ``config.method``: annealed Langevin or predictor-corrector."""
+    shared: dict[str, Any] = {
+        "coil_update_interval": config.coil_update_interval,
+        "final_denoise": config.final_denoise,
+        "progress": progress,
+        "coil_order": COIL_PRIOR_ORDER,
+        "coil_anchor": coil_anchor,
+    }
+    problem = (data_term, prior, image, coils, sigmas, weights)
     if config.method == "posterior_pc":
-        return sample_posterior_pc(
-            data_term,
-            prior,
-            image,
-            coils,
-            sigmas,
-            weights,
-            config.corrector_steps,
-            config.corrector_snr,
-            config.coil_smoothness,
-            generator,
-            coil_update_interval=config.coil_update_interval,
-            final_denoise=config.final_denoise,
-            progress=progress,
-            coil_order=COIL_PRIOR_ORDER,
-            coil_anchor=coil_anchor,
-        )
-    return sample_posterior(
-        data_term,
-        prior,
-        image,
-        coils,
-        sigmas,
-        weights,
-        config.steps_per_level,
-        config.step_size,
-        config.coil_smoothness,
-        generator,
-        coil_update_interval=config.coil_update_interval,
-        final_denoise=config.final_denoise,
-        clamp_every_step=config.clamp_every_step,
-        progress=progress,
-        coil_order=COIL_PRIOR_ORDER,
-        coil_anchor=coil_anchor,
-    )
+        moves = (config.corrector_steps, config.corrector_snr, config.coil_smoothness, generator)
+        return sample_posterior_pc(*problem, *moves, **shared)
+    moves = (config.steps_per_level, config.step_size, config.coil_smoothness, generator)
+    return sample_posterior(*problem, *moves, clamp_every_step=config.clamp_every_step, **shared)
 
 
 @dataclass(frozen=True)
