@@ -7,9 +7,9 @@ import itertools
 import torch
 from torch import Tensor
 
-from recon_core.physics.data_term import JointDataTerm, normalised_coils
+from recon_core.physics.data_term import JointDataTerm, normalise_coil_scale, normalised_coils
 from recon_core.physics.operators import FFT2Operator
-from recon_core.recon.joint_steps import image_step
+from recon_core.recon.joint_steps import coil_step, image_step
 from recon_core.sim.masks import random_lines_mask
 from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
@@ -56,3 +56,27 @@ def test_a_stationary_point_keeps_a_usable_step() -> None:
     result = image_step(silent, FlatPrior(), image, coils, torch.tensor([0.5]), 1.0, 0.0)
     assert torch.equal(result.image, image)
     assert float(result.step) > 0.5
+
+
+def test_a_coil_step_centred_on_the_true_maps_keeps_them_and_one_centred_on_zero_does_not() -> None:
+    """Coils with detail (a phase ripple) that the thin-plate prior dislikes, the true image and
+    noise-free data: the data gradient vanishes, so the coil step is the prox alone. Centred on
+    the true maps (``anchor``, the ESPIRiT start in the reconstruction) it leaves them and the
+    zero residual in place; centred on zero it smooths them and the data no longer fit."""
+    rows = torch.arange(32, dtype=torch.float32)[:, None]
+    ripple = torch.polar(torch.ones(32, 32), 1.5 * torch.cos(2 * torch.pi * 4 * rows / 32))
+    coils = normalise_coil_scale(birdcage_coil_maps(4, 32, 32) * ripple)
+    image = shepp_logan(32).to(torch.complex64)
+    mask = random_lines_mask((32, 32), 2.0, 0.2, seed=0)
+    data_term = JointDataTerm(
+        kspace=FFT2Operator().forward(normalised_coils(coils) * image) * mask, mask=mask
+    )
+    step = torch.tensor([1.0])
+    anchored = coil_step(data_term, image[None], coils[None], step, 10.0, order=2, anchor=coils)
+    centred_on_zero = coil_step(data_term, image[None], coils[None], step, 10.0, order=2)
+    scale = float(data_term.value(torch.zeros_like(image)[None], coils[None]))
+    assert float(data_term.value(image[None], anchored.coils)) < 1e-10 * scale
+    torch.testing.assert_close(
+        normalised_coils(anchored.coils[0]), normalised_coils(coils), rtol=0, atol=1e-5
+    )
+    assert float(data_term.value(image[None], centred_on_zero.coils)) > 1e-3 * scale
