@@ -16,5 +16,8 @@ import os
 # threads take the cores from the working ones: one prior score of a 230 x 180 slice took 1.8-2.3 s
 # on 2 threads against 0.08-0.13 s with OMP_WAIT_POLICY=PASSIVE (and 0.12-0.29 s on 1 thread).
 # PASSIVE lets idle threads sleep. It must be set before torch is first imported; a value the
-# user set wins.
+# user set wins. The price on an idle, dedicated machine (2026-12-03, `fast` on the Berkeley
+# slice, 2 threads): PASSIVE 19.2 s, ACTIVE 10.5 s, ACTIVE with GOMP_SPINCOUNT=20000 12.0 s; with
+# two CPU hogs on the 2 cores: PASSIVE 27.0 s, GOMP_SPINCOUNT=20000 65.4 s. A dedicated
+# reconstruction server can set OMP_WAIT_POLICY=ACTIVE.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
