@@ -26,13 +26,12 @@ import torch
 from torch import Tensor
 
 from gadgets.assembly import SliceAssembler, assemble_slice
-from gadgets.demo.synthetic import demo_raw_file
+from gadgets.demo.synthetic import demo_raw_file, ground_truth
 from gadgets.encoding import encoding_from_header, parse_header
 from recon_core.physics.kspace import KSpaceSlice
 from recon_core.physics.operators import FFT2Operator
 from recon_core.recon.config import load_preset
 from recon_core.recon.reconstruction import reconstruct
-from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURE = REPO / "docs" / "figures" / "demo.png"
@@ -46,12 +45,7 @@ def demo_slice() -> tuple[KSpaceSlice, Tensor]:
     encoding = encoding_from_header(parse_header(header))
     assembler = SliceAssembler(encoding)
     slices = [data for data in map(assembler.add, acquisitions) if data is not None] + assembler.flush()
-    kspace = assemble_slice(slices[0], encoding).kspace
-    matrix = kspace.kspace.shape[-1]
-    coils = birdcage_coil_maps(kspace.kspace.shape[0], matrix, 2 * matrix)[
-        :, :, matrix // 2 : 3 * matrix // 2
-    ]
-    return kspace, coils.abs().pow(2).sum(0).sqrt() * shepp_logan(matrix)
+    return assemble_slice(slices[0], encoding).kspace, ground_truth()
 
 
 def scaled(estimate: Tensor, truth: Tensor) -> Tensor:

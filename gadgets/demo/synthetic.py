@@ -167,6 +167,14 @@ def simulate_kspace(scan: SyntheticScan) -> torch.Tensor:
     return centred_fft(kspace, 1)
 
 
+def ground_truth(scan: SyntheticScan = SyntheticScan()) -> torch.Tensor:
+    """``(matrix, matrix)`` magnitude a 2D scan's reconstruction should give: the phantom times
+    the RSS of the simulated coils over the recon field of view (readout oversampling removed)."""
+    matrix = scan.matrix
+    coils = crop_or_pad(birdcage_coil_maps(scan.coils, matrix, matrix * scan.oversampling), matrix, dim=-1)
+    return coils.abs().pow(2).sum(0).sqrt() * shepp_logan(matrix)
+
+
 def write_synthetic_raw(path: Path | str, scan: SyntheticScan = SyntheticScan()) -> Path:
     """Write the simulated scan to ``path`` (``/dataset``); returns ``path``."""
     path = Path(path)
