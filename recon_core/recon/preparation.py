@@ -41,8 +41,8 @@ class PreparedSlice:
         start_image: ``(H, W)`` or, with map sets, ``(S, H, W)`` zero-filled combination.
         coil_start: the start coils ``(C, H, W)`` and what the coil prior is centred on.
         scale: the factor the data were divided by (undone on output).
-        noise_std: ``sigma_n`` in input units; ``sigma_n``: normalised; ``noise_source``:
-            ``"prescan"`` or ``"estimated"``.
+        noise_std: ``sigma_n`` in input units; ``noise_source``: ``"prescan"`` or
+            ``"estimated"``.
         device: where everything lives.
     """
 
@@ -53,9 +53,13 @@ class PreparedSlice:
     coil_start: CoilStart
     scale: float
     noise_std: float
-    sigma_n: float
     noise_source: str
     device: torch.device
+
+    @property
+    def sigma_n(self) -> float:
+        """The noise std on the normalised scale: ``noise_std / scale``."""
+        return self.noise_std / self.scale
 
 
 def prepare_slice(
@@ -104,7 +108,6 @@ def prepare_slice(
         coil_start=coil_start,
         scale=scale,
         noise_std=noise_std,
-        sigma_n=noise_std / scale,
         noise_source=noise_source,
         device=device,
     )
