@@ -5,6 +5,7 @@ Not a test (nothing here runs under pytest). Run from the repository root::
     python bench/speed.py                                   # every row (many minutes on CPU)
     python bench/speed.py --presets fast --threads 1 --slices berkeley
     python bench/speed.py --presets fast,balanced --threads 2 --peers pics
+    python bench/speed.py --presets fast --virtual-coils 0,8 --slices synthetic   # coil compression
 
 Slices: ``berkeley``, the fully sampled Berkeley 8-coil brain (230 x 180, from
 ``../shared/data/berkeley_brain8ch``) undersampled with ``bench/quality.py``'s mask (``--mask``,
@@ -111,7 +112,9 @@ def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
-def run_pogmdm(preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarray) -> dict[str, object]:
+def run_pogmdm(
+    preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarray, virtual_coils: int = 0
+) -> dict[str, object]:
     import dataclasses
 
     import torch
@@ -123,7 +126,7 @@ def run_pogmdm(preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarr
     from recon_core.recon.reconstruction import reconstruct
 
     device = resolve_device(device_name)
-    config = dataclasses.replace(load_preset(preset), device=str(device))
+    config = dataclasses.replace(load_preset(preset), device=str(device), virtual_coils=virtual_coils)
     prior = load_inference_prior("", device)
     data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
     if device.type == "cuda":
@@ -195,7 +198,7 @@ def child_main(spec: dict[str, object]) -> None:
     if method in PEERS:
         row = run_peer(method, kspace)
     else:
-        row = run_pogmdm(method, str(spec["device"]), kspace, mask)
+        row = run_pogmdm(method, str(spec["device"]), kspace, mask, int(spec.get("virtual_coils", 0)))  # type: ignore[arg-type]
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -241,6 +244,8 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         load = "{:.1f} -> {:.1f}".format(*row["load"])  # type: ignore[str-format]
         label = {"pics": "BART ecalib + pics-l1", "nlinv": "BART nlinv"}.get(str(row["method"]))
         label = label or f"PoGMDM {row['method']}"
+        if int(row.get("virtual_coils", 0)):  # type: ignore[arg-type]
+            label += f", {row['virtual_coils']} virtual coils"
         prefix = f"| {row['slice']} | {row['device']} | {row['threads']} | {label} |"
         if "error" in row:
             lines.append(f"{prefix} failed: {row['error']} | | | | | | {load} |")
@@ -272,6 +277,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default="PASSIVE",
         help="OMP_WAIT_POLICY of every row, BART's included ('' leaves it unset: libgomp then spins)",
     )
+    parser.add_argument(
+        "--virtual-coils",
+        default="0",
+        help="comma-separated virtual coil counts for the PoGMDM rows (0: every coil; see ReconConfig)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per row")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -288,6 +298,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.peers = listed(args.peers, PEERS)
     args.slices = listed(args.slices, SLICES)
     args.threads = [int(item) for item in args.threads.split(",") if item.strip()]
+    args.virtual_coils = [int(item) for item in args.virtual_coils.split(",") if item.strip()] or [0]
     return args
 
 
@@ -311,9 +322,9 @@ def main(argv: list[str] | None = None) -> None:
                 methods = ([*args.peers] if device == "cpu" else []) + args.presets
                 for method in methods:
                     spec = {"method": method, "slice": slice_name, "mask": args.mask}
-                    specs.append(
-                        {**spec, "threads": threads, "device": device, "wait_policy": args.wait_policy}
-                    )
+                    spec.update(threads=threads, device=device, wait_policy=args.wait_policy)
+                    counts = args.virtual_coils if method in PRESETS else [0]
+                    specs.extend({**spec, "virtual_coils": count} for count in counts)
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
         f"OMP_WAIT_POLICY={args.wait_policy or '(unset)'}",
@@ -324,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         row = run_row(spec, args.timeout)
         rows.append(row)
         shown = f"{row['seconds']:.2f} s, {row['peak_rss_mb']:.0f} MB" if "seconds" in row else row["error"]
-        print(f"  {spec['slice']} {spec['device']} x{spec['threads']} {spec['method']}: {shown}", flush=True)
+        coils = f" ({spec['virtual_coils']} virtual coils)" if spec["virtual_coils"] else ""
+        where = f"{spec['slice']} {spec['device']} x{spec['threads']}"
+        print(f"  {where} {spec['method']}{coils}: {shown}", flush=True)
     print()
     print(markdown_table(rows))
     if args.json is not None:

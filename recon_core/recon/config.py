@@ -131,6 +131,10 @@ class ReconConfig:
             centred on the ESPIRiT start, 0.03 / 0.06 / 0.1 gave (c) 55.6 / 61.2 / 63.9 dB and
             (a) 34.5 / 35.0 / 35.6 dB on the Berkeley brain, but 0.1 cost the
             piecewise-constant phantom under a matching TV prior 1.4x its NMSE (module docstring).
+        virtual_coils: compress the (prewhitened) data to this many SVD virtual coils before
+            anything else (:mod:`recon_core.physics.coil_compression`); 0 keeps every coil. The
+            data-term work scales with the coil count; what it costs in quality is measured
+            in docs/benchmarks.md. The result's ``coil_maps`` are then the virtual coils' maps.
     """
 
     # User settings.
@@ -164,6 +168,7 @@ class ReconConfig:
     map_sets: int = 0
     data_consistency_steps: int = 300
     data_consistency_amplitude: float = 0.06
+    virtual_coils: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("posterior", "posterior_pc", "map"):
@@ -196,6 +201,8 @@ class ReconConfig:
         ):
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if int(self.virtual_coils) < 0:
+            raise ValueError(f"virtual_coils must be >= 0 (0: no compression), got {self.virtual_coils!r}")
         if not self.map_sigma >= 0.0:
             raise ValueError(f"map_sigma must be >= 0 (0: tied to the noise), got {self.map_sigma!r}")
         if not self.coil_smoothness >= 0.0:

@@ -2,10 +2,10 @@
 
     prepared = prepare_slice(kspace_slice, config, prior)
 
-prewhitens, measures the noise, scales the data (docs/ALGORITHM.md section 1), starts the coils
-(ESPIRiT where a calibration block exists, else the low-passed zero-filled coil images; section
-4.1), builds the data term and the start image, and wraps the prior for the image model and the
-map sets. Everything downstream works on the normalised scale (object maximum about 1).
+prewhitens (and compresses the coils where ``virtual_coils`` says so), measures the noise,
+scales the data (docs/ALGORITHM.md section 1), starts the coils (ESPIRiT where a calibration
+block exists, else the low-passed zero-filled coil images; section 4.1), builds the data term
+and the start image, and wraps the prior for the image model and the map sets. Everything downstream works on the normalised scale (object maximum about 1).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recon_core.physics.coil_compression import compress_slice
 from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.physics.espirit import CalibrationRegion, calibration_region, espirit_maps
 from recon_core.physics.kspace import KSpaceSlice
@@ -44,6 +45,8 @@ class PreparedSlice:
         noise_std: ``sigma_n`` in input units; ``noise_source``: ``"prescan"`` or
             ``"estimated"``.
         device: where everything lives.
+        coil_energy: with ``virtual_coils``, the fraction of the measured energy the virtual
+            coils keep; ``None`` without compression.
     """
 
     data: KSpaceSlice
@@ -55,6 +58,7 @@ class PreparedSlice:
     noise_std: float
     noise_source: str
     device: torch.device
+    coil_energy: float | None = None
 
     @property
     def sigma_n(self) -> float:
@@ -81,7 +85,7 @@ def prepare_slice(
         raise TypeError(
             f"prior must implement energy(x, sigma) and score(x, sigma), got {type(prior).__name__}"
         )
-    data = prewhiten_slice(kspace.to(device))
+    data, compression = compress_slice(prewhiten_slice(kspace.to(device)), config.virtual_coils)
     noise_std, noise_source = _noise_level(data)
     kspace_data = data.kspace.to(torch.complex64)
     zero_filled = FFT2Operator().adjoint(kspace_data)
@@ -110,6 +114,7 @@ def prepare_slice(
         noise_std=noise_std,
         noise_source=noise_source,
         device=device,
+        coil_energy=None if compression is None else compression.energy,
     )
 
 

@@ -309,6 +309,8 @@ def _summarise(
         "map_sets": 1 if extra_maps is None else 1 + extra_maps.shape[0],
         "second_set_fraction": coil_start.second_set_fraction,
         "acceleration": prepared.data.acceleration,
+        "coils": prepared.data.kspace.shape[0],
+        "coil_compression_energy": prepared.coil_energy,
         "timings_s": {**timings, "total": time.perf_counter() - start},
     }
     std = solution.std

@@ -211,3 +211,16 @@ def test_default_prior_is_loaded(device: torch.device) -> None:
     result = reconstruct(data, _config("map", device, map_iterations=40))
     assert bool(torch.isfinite(result.image).all())
     assert nmse(result.image, reference) < _zero_filled_nmse(data, reference)
+
+
+def test_virtual_coils_compress_and_keep_the_image(device: torch.device) -> None:
+    data, reference = _phantom_slice(NOISE_STD, device)
+    full = reconstruct(data, _config("map", device), SmoothTVPrior())
+    compressed = reconstruct(data, _config("map", device, virtual_coils=4), SmoothTVPrior())
+    assert compressed.info["coils"] == 4 and full.info["coils"] == COILS
+    assert full.info["coil_compression_energy"] is None
+    assert 0.9 < compressed.info["coil_compression_energy"] < 1.0
+    assert compressed.coil_maps.shape == (4, SIZE, SIZE)
+    assert nmse(compressed.image, reference) < 1.5 * nmse(full.image, reference) + 1e-4
+    with pytest.raises(ValueError, match="virtual_coils"):
+        _config("map", device, virtual_coils=-2)
