@@ -5,7 +5,8 @@
 prewhitens (and compresses the coils where ``virtual_coils`` says so), measures the noise,
 scales the data (docs/ALGORITHM.md section 1), starts the coils (ESPIRiT where a calibration
 block exists, else the low-passed zero-filled coil images; section 4.1), builds the data term
-and the start image, and wraps the prior for the image model and the map sets. Everything downstream works on the normalised scale (object maximum about 1).
+and the start image, and wraps the prior for the image model and the map sets. Everything
+downstream works on the normalised scale (object maximum about 1).
 """
 
 from __future__ import annotations

@@ -47,12 +47,14 @@ def birdcage_coil_maps(
     radius: float = 1.5,
     dtype: torch.dtype = torch.complex64,
     rotation: float = 0.0,
+    falloff: float = 1.0,
 ) -> Tensor:
     """Smooth complex coil sensitivities of coils spaced evenly on a ring.
 
     A simple Biot-Savart-like model: coil ``c`` sits at angle ``2 pi c / C`` on a circle of
     ``radius`` (in units of the half field of view); its sensitivity falls off as the inverse
-    distance and carries the phase of the direction to the coil. ``rotation`` (radians) turns
+    distance (to the power ``falloff``: 2 or more for loops close to the object, as a head
+    array's) and carries the phase of the direction to the coil. ``rotation`` (radians) turns
     the whole ring.
 
     Returns:
@@ -67,7 +69,8 @@ def birdcage_coil_maps(
         dy = y - radius * math.sin(angle)
         distance = torch.sqrt(dx**2 + dy**2)
         phase = torch.atan2(dy, dx) + angle
-        maps.append(torch.polar(1.0 / distance, phase))
+        magnitude = 1.0 / distance if falloff == 1.0 else distance.pow(-falloff)
+        maps.append(torch.polar(magnitude, phase))
     stacked = torch.stack(maps)
     stacked = stacked / (stacked.abs() ** 2).sum(0).sqrt().max()
     return stacked.to(dtype)
