@@ -113,7 +113,12 @@ def _peak_rss_mb(who: int) -> float:
 
 
 def run_pogmdm(
-    preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarray, virtual_coils: int = 0
+    preset: str,
+    device_name: str,
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    virtual_coils: int = 0,
+    overrides: dict[str, str] | None = None,
 ) -> dict[str, object]:
     import dataclasses
 
@@ -121,12 +126,13 @@ def run_pogmdm(
 
     from recon_core.physics.kspace import KSpaceSlice
     from recon_core.prior import load_inference_prior
-    from recon_core.recon.config import load_preset
+    from recon_core.recon.config import config_from_mapping, load_preset
     from recon_core.recon.device import resolve_device
     from recon_core.recon.reconstruction import reconstruct
 
     device = resolve_device(device_name)
-    config = dataclasses.replace(load_preset(preset), device=str(device), virtual_coils=virtual_coils)
+    config = config_from_mapping(overrides or {}, load_preset(preset))
+    config = dataclasses.replace(config, device=str(device), virtual_coils=virtual_coils)
     prior = load_inference_prior("", device)
     data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
     if device.type == "cuda":
@@ -198,7 +204,8 @@ def child_main(spec: dict[str, object]) -> None:
     if method in PEERS:
         row = run_peer(method, kspace)
     else:
-        row = run_pogmdm(method, str(spec["device"]), kspace, mask, int(spec.get("virtual_coils", 0)))  # type: ignore[arg-type]
+        count = int(spec.get("virtual_coils", 0))  # type: ignore[arg-type]
+        row = run_pogmdm(method, str(spec["device"]), kspace, mask, count, spec.get("overrides"))  # type: ignore[arg-type]
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -282,6 +289,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default="0",
         help="comma-separated virtual coil counts for the PoGMDM rows (0: every coil; see ReconConfig)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every PoGMDM row",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per row")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -299,6 +313,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.slices = listed(args.slices, SLICES)
     args.threads = [int(item) for item in args.threads.split(",") if item.strip()]
     args.virtual_coils = [int(item) for item in args.virtual_coils.split(",") if item.strip()] or [0]
+    args.overrides = dict(item.split("=", 1) for item in args.set)
     return args
 
 
@@ -324,7 +339,9 @@ def main(argv: list[str] | None = None) -> None:
                     spec = {"method": method, "slice": slice_name, "mask": args.mask}
                     spec.update(threads=threads, device=device, wait_policy=args.wait_policy)
                     counts = args.virtual_coils if method in PRESETS else [0]
-                    specs.extend({**spec, "virtual_coils": count} for count in counts)
+                    specs.extend(
+                        {**spec, "virtual_coils": count, "overrides": args.overrides} for count in counts
+                    )
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
         f"OMP_WAIT_POLICY={args.wait_policy or '(unset)'}",

@@ -135,6 +135,10 @@ class ReconConfig:
             anything else (:mod:`recon_core.physics.coil_compression`); 0 keeps every coil. The
             data-term work scales with the coil count; what it costs in quality is measured
             in docs/benchmarks.md. The result's ``coil_maps`` are then the virtual coils' maps.
+        prior_fft_padding: evaluate the prior on the image zero-padded to the next size with
+            prime factors 2, 3, 5 (:mod:`recon_core.prior.padded`; zero instead of periodic
+            boundaries for its filters): a 230-pixel side costs about twice the transforms of a
+            240-pixel one. Measured in docs/benchmarks.md.
     """
 
     # User settings.
@@ -169,6 +173,7 @@ class ReconConfig:
     data_consistency_steps: int = 300
     data_consistency_amplitude: float = 0.06
     virtual_coils: int = 0
+    prior_fft_padding: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in ("posterior", "posterior_pc", "map"):

@@ -27,6 +27,7 @@ from recon_core.physics.prewhitening import prewhiten_slice
 from recon_core.prior.base import DiffusionImagePrior
 from recon_core.prior.coil_prior import COIL_PRIOR_ORDER, smoothness_prox
 from recon_core.prior.complex_prior import ComplexPartsPrior
+from recon_core.prior.padded import PaddedPrior
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.device import resolve_device
 from recon_core.recon.map_sets import MapSetPrior, needs_second_set, second_set_fraction, second_set_maps
@@ -97,6 +98,8 @@ def prepare_slice(
     combined = (
         (normalised_coils(coil_start.coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
     )
+    if config.prior_fft_padding:
+        prior = PaddedPrior(prior)
     if config.image_model == "complex":
         prior = ComplexPartsPrior(prior)
     else:
