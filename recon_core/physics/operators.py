@@ -153,6 +153,45 @@ class RampedFFT2Operator(LinearOperator):
         return x
 
 
+class RampedRowFFTOperator(LinearOperator):
+    """:class:`RampedFFT2Operator` along the phase-encode axis (``-2``) only: ``fft(psi * x)``.
+
+    The reconstruction's fast path for masks that sample whole readouts (every ky row fully
+    acquired or not at all): the centred FFT factors as ``F = F_x F_y`` (unitary along each
+    axis), and the mask commutes with ``F_x``, so ``||M F z - y|| = ||M F_y z - F_x^H y||``.
+    The data are moved to the hybrid ``(ky, x)`` space once, and every model evaluation needs
+    one 1D FFT instead of a 2D one (half the transform work on a 180 x 230 grid). Unitary.
+
+    Args:
+        height: ``H``, the length of axis ``-2``.
+        device: where the ramps live.
+
+    Attributes:
+        image_phase: ``psi`` ``(H, 1)`` complex64; kspace_phase: ``phi`` ``(H, 1)`` complex64.
+    """
+
+    def __init__(self, height: int, device: torch.device | str = "cpu") -> None:
+        psi, phi = centring_phases(height, torch.device(device))
+        self.image_phase = psi[:, None]
+        self.kspace_phase = phi[:, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.fft.fft(x * self.image_phase, dim=-2, norm="ortho")
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return torch.fft.ifft(y, dim=-2, norm="ortho") * self.image_phase.conj()
+
+    def gram(self, x: Tensor) -> Tensor:
+        return x
+
+
+def samples_whole_readouts(mask: Tensor) -> bool:
+    """True if every row of the ``(..., ky, kx)`` mask is acquired along the whole readout or not
+    at all (1D Cartesian undersampling, calibration lines and partial Fourier in ky included)."""
+    rows = mask.to(torch.bool)
+    return bool((rows.all(dim=-1) | ~rows.any(dim=-1)).all())
+
+
 class CoilSensitivityOperator(LinearOperator):
     """Maps an image to coil images: ``(S u)_c = s_c * u``.
 

@@ -8,15 +8,20 @@ from operator_checks import random_complex
 
 from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.physics.noise_estimation import estimate_noise_std
-from recon_core.physics.operators import multicoil_forward_operator
+from recon_core.physics.operators import multicoil_forward_operator, samples_whole_readouts
 
 
 def _problem(
-    shape: tuple[int, int], device: torch.device
+    shape: tuple[int, int], device: torch.device, whole_readouts: bool = False
 ) -> tuple[JointDataTerm, torch.Tensor, torch.Tensor]:
+    """A random problem; ``whole_readouts``: a 1D line mask (the row-FFT path of the data term),
+    else a random 2D mask (the 2D-FFT path)."""
     generator = torch.Generator().manual_seed(0)
     batch, coils = 2, 3
     mask = torch.rand(shape, generator=generator) > 0.4
+    if whole_readouts:
+        mask = (torch.rand(shape[0], generator=generator) > 0.4)[:, None].expand(shape).clone()
+    assert samples_whole_readouts(mask) == whole_readouts
     kspace = random_complex((coils, *shape), generator, "cpu") * mask
     image = torch.rand((batch, *shape), generator=generator)
     maps = random_complex((batch, coils, *shape), generator, "cpu")
@@ -24,9 +29,12 @@ def _problem(
     return data_term, image.to(device), maps.to(device)
 
 
+@pytest.mark.parametrize("whole_readouts", [False, True])
 @pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
-def test_value_matches_the_operator_model(shape: tuple[int, int], device: torch.device) -> None:
-    data_term, image, coils = _problem(shape, device)
+def test_value_matches_the_operator_model(
+    shape: tuple[int, int], whole_readouts: bool, device: torch.device
+) -> None:
+    data_term, image, coils = _problem(shape, device, whole_readouts)
     expected = []
     for index in range(image.shape[0]):
         operator = multicoil_forward_operator(normalised_coils(coils[index]), data_term.mask)
@@ -41,9 +49,10 @@ def test_value_matches_the_operator_model(shape: tuple[int, int], device: torch.
     torch.testing.assert_close((normalised_coils(coils).conj() * back).sum(dim=-3), direct)
 
 
+@pytest.mark.parametrize("whole_readouts", [False, True])
 @pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
-def test_gradients_match_autograd(shape: tuple[int, int], device: torch.device) -> None:
-    data_term, image, coils = _problem(shape, device)
+def test_gradients_match_autograd(shape: tuple[int, int], whole_readouts: bool, device: torch.device) -> None:
+    data_term, image, coils = _problem(shape, device, whole_readouts)
     weight = torch.tensor([2.0, 0.5], device=device)
     image_leaf = image.clone().requires_grad_(True)
     coils_leaf = coils.clone().requires_grad_(True)
@@ -93,9 +102,12 @@ def test_noise_estimate_rejects_noise_free_data() -> None:
         estimate_noise_std(kspace, mask)
 
 
+@pytest.mark.parametrize("whole_readouts", [False, True])
 @pytest.mark.parametrize("shape", [(8, 10), (7, 9)])
-def test_gradients_match_autograd_for_a_complex_image(shape: tuple[int, int], device: torch.device) -> None:
-    data_term, image, coils = _problem(shape, device)
+def test_gradients_match_autograd_for_a_complex_image(
+    shape: tuple[int, int], whole_readouts: bool, device: torch.device
+) -> None:
+    data_term, image, coils = _problem(shape, device, whole_readouts)
     generator = torch.Generator().manual_seed(5)
     complex_image = random_complex(tuple(image.shape), generator, "cpu").to(device)
     weight = torch.tensor([2.0, 0.5], device=device)

@@ -6,13 +6,16 @@ import pytest
 import torch
 from operator_checks import adjointness_error, assert_adjoint, random_complex
 
+from recon_core.physics.fourier import centred_fft
 from recon_core.physics.operators import (
     CartesianMaskOperator,
     CoilSensitivityOperator,
     FFT2Operator,
     IdentityOperator,
     RampedFFT2Operator,
+    RampedRowFFTOperator,
     multicoil_forward_operator,
+    samples_whole_readouts,
 )
 
 SHAPES = [(1, 8, 8), (4, 16, 12), (8, 31, 17)]  # (coils, H, W): even, odd, non-square
@@ -57,6 +60,29 @@ def test_ramped_fft_is_the_centred_fft_up_to_its_kspace_phase(
     centred = FFT2Operator()(x)
     assert torch.allclose(ramped.kspace_phase * ramped(x), centred, atol=1e-5)
     assert torch.allclose(ramped.H(ramped.kspace_phase.conj() * centred), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_row_fft_is_the_centred_fft_along_ky_up_to_its_phase(
+    shape: tuple[int, int, int], device: torch.device
+) -> None:
+    _coils, height, _width = shape
+    rows = RampedRowFFTOperator(height, device)
+    assert_adjoint(rows.forward, rows.adjoint, shape, shape, device)
+    x = random_complex(shape, torch.Generator().manual_seed(7), device)
+    centred = centred_fft(x, -2)
+    assert torch.allclose(rows.kspace_phase * rows(x), centred, atol=1e-5)
+    # F = F_x F_y: the row transform of the hybrid image is the 2D centred FFT along ky.
+    assert torch.allclose(centred_fft(rows.kspace_phase * rows(x), -1), FFT2Operator()(x), atol=1e-5)
+
+
+def test_whole_readout_masks_are_recognised() -> None:
+    lines = torch.zeros(6, 5, dtype=torch.bool)
+    lines[[0, 3]] = True
+    assert samples_whole_readouts(lines)
+    assert samples_whole_readouts(torch.zeros(6, 5, dtype=torch.bool))
+    lines[1, 2] = True  # one sample of a readout: a 2D pattern
+    assert not samples_whole_readouts(lines)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
