@@ -40,7 +40,9 @@ a real image is kept non-negative after every move.
 Cost per chain: ``(N - 1) (1 + corrector_steps)`` score evaluations and as many forward /
 adjoint model pairs, plus ``(N - 1)(1 + corrector_steps) / coil_update_interval`` coil steps
 (each one forward model and an exact smoothness prox, more when it backtracks); the chains run
-as one batch, so on a GPU the time hardly grows with their number.
+as one batch, so on a GPU the time hardly grows with their number. The reconstruction then
+applies the damped data refinement to every chain's final sample
+(:func:`recon_core.recon.data_consistency.refine_data_consistency`, up to 300 CG steps per chain).
 
 Calibration (``bench/calibration.py``, README): with the shipped PoGMDM prior the std of the
 chains ranks the error of their mean only weakly (Spearman 0.08-0.17 on the Berkeley brain) and

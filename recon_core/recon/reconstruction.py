@@ -263,11 +263,9 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
     )
     # The magnitude is invariant to how each chain splits a smooth phase between image and
     # coils; mean and std are taken over the chains' magnitudes.
-    chains = samples.samples
-    if config.method == "posterior":  # measured for the Langevin chains only (config docs)
-        chains = refine_data_consistency(
-            data_term, chains, samples.coils, config.data_consistency_steps, damping
-        )
+    chains = refine_data_consistency(  # every chain, both samplers (config docs)
+        data_term, samples.samples, samples.coils, config.data_consistency_steps, damping
+    )
     magnitudes = _combine_sets(chains, extra_maps)
     iterations = samples.steps + (config.map_iterations if config.initialisation == "map" else 0)
     return _Solution(

@@ -125,7 +125,12 @@ def test_reconstruct_with_posterior_pc(device: torch.device) -> None:
 
     data, reference = _phantom_slice(PHANTOM_NOISE, device)
     config = dataclasses.replace(
-        load_preset("posterior_pc"), device=device.type, num_chains=4, num_noise_levels=8, map_iterations=30
+        load_preset("posterior_pc"),
+        device=device.type,
+        num_chains=4,
+        num_noise_levels=8,
+        map_iterations=30,
+        scale_region=0.5,  # the test prior's width is absolute: as tests/recon/test_reconstruction.py
     )
     calls: list[tuple[int, int]] = []
     result = reconstruct(data, config, SmoothTVPrior(), progress=lambda d, t: calls.append((d, t)))
