@@ -51,7 +51,7 @@ BUDGETS = {4: (45, 14), 8: (22, 7)}
 FAMILIES = ("learned", "learned_alt", "vd_random", "uniform_random", "equispaced")
 LABELS = {
     "learned": "learned (pogmdm-design-mask)",
-    "learned_alt": "learned (--estimator data)",
+    "learned_alt": "learned (--learned-alt file)",
     "vd_random": "VD random",
     "uniform_random": "uniform random",
     "equispaced": "equispaced + calibration",
@@ -213,7 +213,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="R=FILE",
-        help="a second learned mask for R (e.g. made with other design settings), shown beside",
+        help="a second learned mask for R (other design settings or seed), shown beside",
     )
     parser.add_argument("--accelerations", default="4,8")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each random family")
