@@ -63,13 +63,11 @@ def compress_slice(kspace_slice: KSpaceSlice, virtual_coils: int) -> tuple[KSpac
     """``kspace_slice`` on ``virtual_coils`` virtual coils, and the compression used.
 
     ``virtual_coils`` 0, or not fewer than the slice's coils, returns the slice unchanged and
-    ``None``. Apply after prewhitening: the whitened noise stays white (the compressed slice
-    keeps ``prewhitened``; its ``noise_covariance`` is dropped, it described the physical coils).
+    ``None``; a negative count is refused by :func:`compression_matrix`. Apply after
+    prewhitening: the whitened noise stays white (the compressed slice keeps ``prewhitened``;
+    its ``noise_covariance`` is dropped, it described the physical coils).
     """
-    coils = kspace_slice.kspace.shape[0]
-    if virtual_coils < 0:
-        raise ValueError(f"virtual_coils must be >= 0 (0: no compression), got {virtual_coils}")
-    if virtual_coils == 0 or virtual_coils >= coils:
+    if virtual_coils == 0 or virtual_coils >= kspace_slice.kspace.shape[0]:
         return kspace_slice, None
     compression = compression_matrix(kspace_slice.kspace, kspace_slice.mask, virtual_coils)
     compressed = torch.einsum("vc,c...->v...", compression.matrix, kspace_slice.kspace)  # zeros stay zeros

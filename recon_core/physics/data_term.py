@@ -117,7 +117,7 @@ class JointDataTerm:
         fft: RampedFFT2Operator | RampedRowFFTOperator
         if samples_whole_readouts(self.mask):
             fft = RampedRowFFTOperator(height, self.kspace.device)
-            data = centred_ifft(self.kspace * self.mask, -1)  # to the hybrid (ky, x) space
+            data = centred_ifft(self.kspace, -1)  # to the hybrid (ky, x) space; masked below
         else:
             fft = RampedFFT2Operator(height, width, self.kspace.device)
             data = self.kspace

@@ -17,15 +17,18 @@ for MR images (background at the borders) is the more natural boundary.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
-from recon_core.prior.model import sigma_vector
+from recon_core.prior.base import DiffusionImagePrior
 
 
+@functools.lru_cache(maxsize=64)
 def fft_friendly_size(size: int) -> int:
-    """The smallest ``n >= size`` whose prime factors are all 2, 3 or 5."""
+    """The smallest ``n >= size`` whose prime factors are all 2, 3 or 5 (cached: it is asked on
+    every prior evaluation)."""
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     candidate = size
@@ -69,7 +72,3 @@ class PaddedPrior:
             return self.prior.score(x, sigma)
         padded = self.prior.score(torch.nn.functional.pad(x, (0, cols, 0, rows)), sigma)
         return padded[..., : x.shape[-2], : x.shape[-1]]
-
-    def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        """Tweedie's estimate ``x + sigma^2 score(x, sigma)``."""
-        return tweedie_denoise(self.score, x, sigma_vector(sigma, x.shape[0], x))
