@@ -113,12 +113,7 @@ def _peak_rss_mb(who: int) -> float:
 
 
 def run_pogmdm(
-    preset: str,
-    device_name: str,
-    kspace: np.ndarray,
-    mask: np.ndarray,
-    virtual_coils: int = 0,
-    overrides: dict[str, str] | None = None,
+    preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarray, overrides: dict[str, str]
 ) -> dict[str, object]:
     import dataclasses
 
@@ -131,8 +126,7 @@ def run_pogmdm(
     from recon_core.recon.reconstruction import reconstruct
 
     device = resolve_device(device_name)
-    config = config_from_mapping(overrides or {}, load_preset(preset))
-    config = dataclasses.replace(config, device=str(device), virtual_coils=virtual_coils)
+    config = dataclasses.replace(config_from_mapping(overrides, load_preset(preset)), device=str(device))
     prior = load_inference_prior("", device)
     data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
     if device.type == "cuda":
@@ -204,8 +198,7 @@ def child_main(spec: dict[str, object]) -> None:
     if method in PEERS:
         row = run_peer(method, kspace)
     else:
-        count = int(spec.get("virtual_coils", 0))  # type: ignore[arg-type]
-        row = run_pogmdm(method, str(spec["device"]), kspace, mask, count, spec.get("overrides"))  # type: ignore[arg-type]
+        row = run_pogmdm(method, str(spec["device"]), kspace, mask, spec["overrides"])  # type: ignore[arg-type]
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -286,8 +279,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--virtual-coils",
-        default="0",
-        help="comma-separated virtual coil counts for the PoGMDM rows (0: every coil; see ReconConfig)",
+        default="",
+        help="comma-separated virtual coil counts, one PoGMDM row each (0: every coil; see ReconConfig)",
     )
     parser.add_argument(
         "--set",
@@ -312,8 +305,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.peers = listed(args.peers, PEERS)
     args.slices = listed(args.slices, SLICES)
     args.threads = [int(item) for item in args.threads.split(",") if item.strip()]
-    args.virtual_coils = [int(item) for item in args.virtual_coils.split(",") if item.strip()] or [0]
-    args.overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    counts = [item.strip() for item in args.virtual_coils.split(",") if item.strip()]
+    # One settings mapping per PoGMDM row variant: the --set values, each virtual coil count on top.
+    args.variants = [{**overrides, "virtual_coils": count} for count in counts] or [overrides]
     return args
 
 
@@ -338,10 +333,10 @@ def main(argv: list[str] | None = None) -> None:
                 for method in methods:
                     spec = {"method": method, "slice": slice_name, "mask": args.mask}
                     spec.update(threads=threads, device=device, wait_policy=args.wait_policy)
-                    counts = args.virtual_coils if method in PRESETS else [0]
-                    specs.extend(
-                        {**spec, "virtual_coils": count, "overrides": args.overrides} for count in counts
-                    )
+                    variants = args.variants if method in PRESETS else [{}]
+                    for variant in variants:
+                        coils = int(variant.get("virtual_coils", 0))
+                        specs.append({**spec, "overrides": variant, "virtual_coils": coils})
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
         f"OMP_WAIT_POLICY={args.wait_policy or '(unset)'}",
