@@ -2,7 +2,7 @@
 
 Not a test. Run from the repository root::
 
-    python bench/calibration.py                                  # masks a-d, balanced and posterior_pc
+    python bench/calibration.py                        # masks a-d; balanced, posterior_pc, jackknife
     python bench/calibration.py --masks a,b --presets posterior_pc --set num_chains=8
 
 Data and masks are those of ``bench/quality.py`` (the Berkeley 8-coil brain, retrospectively
@@ -164,7 +164,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA, help="fully sampled cfl file (kx, ky, coils)")
     parser.add_argument("--masks", default="a,b,c,d", help=f"comma-separated subset of {','.join(MASKS)}")
     parser.add_argument(
-        "--presets", default="balanced,posterior_pc", help="comma-separated posterior presets"
+        "--presets", default="balanced,posterior_pc,jackknife", help="comma-separated std-map presets"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     parser.add_argument("--figure", default=str(FIGURE), help="PNG to write ('' for none)")

@@ -140,8 +140,16 @@ def image_meta(
 def std_meta(settings: GadgetSettings) -> dict[str, str]:
     """What the std series is, for a reader on the scanner: estimator, units, chains."""
     chains = settings.recon.num_chains
+    if settings.recon.method == "jackknife":
+        what = (
+            f"error of the image: delete-a-group jackknife over {chains} replicates, each leaving "
+            f"1/{chains} of the acquired lines outside the calibration block out "
+            "(variance (m-1)/m sum (x_i - mean)^2, averaged over 3x3 pixels)"
+        )
+    else:
+        what = "magnitude of the posterior samples (pixel-wise sample std over the chains, 1/(B-1))"
     return {
-        "PogmdmStdOf": "magnitude of the posterior samples (pixel-wise sample std over the chains, 1/(B-1))",
+        "PogmdmStdOf": what,
         "PogmdmStdUnits": f"same units and scale as the image series {settings.image_series}",
         "PogmdmChains": str(chains),
         "PogmdmStdRelativeError": f"{1.0 / (2.0 * (chains - 1)) ** 0.5:.2f}",
@@ -155,6 +163,9 @@ def image_comment(kind: str, settings: GadgetSettings) -> str:
     config = settings.recon
     if config.method == "map":
         method = f"PoGMDM MAP {config.map_iterations} it"
+    elif config.method == "jackknife":
+        label = f"jackknife std (image units) {config.num_chains} groups, " if kind == "std" else ""
+        method = f"PoGMDM {label}MAP {config.map_iterations} it"
     else:
         label = "posterior std (image units)" if kind == "std" else "posterior mean"
         if config.method == "posterior_pc":

@@ -38,7 +38,7 @@ ALIASES: dict[str, str] = {
 GADGET_PROPERTIES: dict[str, str] = {
     "preset": f"base preset name (default {DEFAULT_PRESET!r})",
     "output_variance": "also send the posterior std map as its own series "
-    "(needs method posterior or posterior_pc)",
+    "(needs method posterior, posterior_pc or jackknife)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "std_series": "image_series_index of the std maps (default 2)",
     "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors; "
@@ -71,9 +71,10 @@ class GadgetSettings:
     properties: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.output_variance and self.recon.method not in ("posterior", "posterior_pc"):
+        if self.output_variance and self.recon.method not in ("posterior", "posterior_pc", "jackknife"):
             raise ValueError(
-                "output_variance=true needs method 'posterior' (the MAP mode has no std map); "
+                "output_variance=true needs method 'posterior', 'posterior_pc' or 'jackknife' "
+                "(the MAP mode has no std map); "
                 f"preset {self.preset!r} gives method {self.recon.method!r}"
             )
         for name in ("image_series", "std_series"):

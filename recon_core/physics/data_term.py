@@ -92,7 +92,10 @@ class JointDataTerm:
     Attributes:
         kspace: ``(C, H, W)`` complex64 measured data ``y`` on the normalised scale, zeros
             where not acquired.
-        mask: ``(H, W)`` bool sampling mask ``M``.
+        mask: ``(H, W)`` bool sampling mask ``M``, or ``(B, H, W)``: one mask per batch entry
+            (the jackknife's replicates, :mod:`recon_core.recon.jackknife`, each see the data
+            with some lines left out); the batch of every image and coil argument must then be
+            ``B``.
         extra_maps: ``(S - 1, C, H, W)`` complex64 fixed further map sets, or ``None``.
     """
 
@@ -108,9 +111,14 @@ class JointDataTerm:
             raise ValueError(
                 f"kspace must be complex (C, H, W), got {self.kspace.dtype} {tuple(self.kspace.shape)}"
             )
-        if tuple(self.mask.shape) != tuple(self.kspace.shape[-2:]) or self.mask.dtype != torch.bool:
+        if (
+            self.mask.ndim not in (2, 3)
+            or tuple(self.mask.shape[-2:]) != tuple(self.kspace.shape[-2:])
+            or self.mask.dtype != torch.bool
+        ):
             raise ValueError(
-                f"mask must be bool {tuple(self.kspace.shape[-2:])}, "
+                f"mask must be bool {tuple(self.kspace.shape[-2:])} or (B, "
+                f"{', '.join(str(n) for n in self.kspace.shape[-2:])}), "
                 f"got {self.mask.dtype} {tuple(self.mask.shape)}"
             )
         height, width = self.kspace.shape[-2:]
@@ -121,16 +129,18 @@ class JointDataTerm:
         else:
             fft = RampedFFT2Operator(height, width, self.kspace.device)
             data = self.kspace
+        # A (B, H, W) mask broadcasts over the coil axis as (B, 1, H, W).
+        mask = self.mask if self.mask.ndim == 2 else self.mask.unsqueeze(1)
         object.__setattr__(self, "_fft", fft)
-        object.__setattr__(self, "_sampling", CartesianMaskOperator(self.mask, self.kspace.real.dtype))
+        object.__setattr__(self, "_sampling", CartesianMaskOperator(mask, self.kspace.real.dtype))
         object.__setattr__(
-            self, "_kspace_unshifted", (fft.kspace_phase.conj() * data * self.mask).to(self.kspace.dtype)
+            self, "_kspace_unshifted", (fft.kspace_phase.conj() * data * mask).to(self.kspace.dtype)
         )
 
     @property
     def measured_unshifted(self) -> Tensor:
         """``conj(phi) M y`` (or ``conj(phi) M F_x^H y`` on the row path): the data in the
-        residual's representation, ``(C, H, W)`` complex."""
+        residual's representation, ``(C, H, W)`` complex (``(B, C, H, W)`` with per-entry masks)."""
         return self._kspace_unshifted
 
     def residual(self, image: Tensor, coils: Tensor, maps: Tensor | None = None) -> Tensor:

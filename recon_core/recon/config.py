@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-Method = Literal["posterior", "posterior_pc", "map"]
+Method = Literal["posterior", "posterior_pc", "map", "jackknife"]
 Initialisation = Literal["zero_filled", "noise", "map"]
 ImageModel = Literal["complex", "magnitude"]
 CoilStart = Literal["auto", "espirit", "lowpass"]
@@ -39,13 +39,17 @@ class ReconConfig:
     Attributes:
         method: ``"posterior"`` (annealed Langevin, ``num_chains`` chains: mean and std),
             ``"posterior_pc"`` (ScoreMRI-style predictor-corrector chains from ``sigma_max``
-            down to the noise level, :mod:`recon_core.recon.pc_sampler`: mean and a std map that
-            ranks the error) or ``"map"`` (deterministic alternating proximal gradient; no std
-            map).
+            down to the noise level, :mod:`recon_core.recon.pc_sampler`: mean and std),
+            ``"map"`` (deterministic alternating proximal gradient; no std map) or
+            ``"jackknife"`` (the MAP estimate and a delete-a-group jackknife std over
+            ``num_chains`` replicates that each leave one group of the acquired lines out,
+            :mod:`recon_core.recon.jackknife`: the std map that follows the error,
+            docs/benchmarks.md; costs ``num_chains + 1`` MAP reconstructions).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: random seed (same seed, same result on the same device).
         num_chains: B, parallel sampler chains (posterior only, >= 2 so that a std exists).
             8 chains give a std map whose relative error is about 1 / sqrt(2 (B - 1)) = 27 %.
+            For ``jackknife``: the number of groups (replicates).
         num_noise_levels: L, geometric noise levels from ``sigma_max`` to ``sigma_min``.
         steps_per_level: T, Langevin steps per noise level.
         map_iterations: iterations of the MAP mode (one image and one coil step each; the image
@@ -177,8 +181,10 @@ class ReconConfig:
     prior_fft_padding: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in ("posterior", "posterior_pc", "map"):
-            raise ValueError(f"method must be 'posterior', 'posterior_pc' or 'map', got {self.method!r}")
+        if self.method not in ("posterior", "posterior_pc", "map", "jackknife"):
+            raise ValueError(
+                f"method must be 'posterior', 'posterior_pc', 'map' or 'jackknife', got {self.method!r}"
+            )
         if self.corrector_steps < 0 or not self.corrector_snr > 0.0:
             raise ValueError(
                 f"corrector_steps must be >= 0 and corrector_snr > 0, "
@@ -246,7 +252,7 @@ class ReconConfig:
             raise ValueError(f"posterior_pc needs num_noise_levels >= 2, got {self.num_noise_levels}")
         if self.method != "map" and self.num_chains < 2:
             raise ValueError(
-                f"the posterior method needs num_chains >= 2 for a std map, got {self.num_chains}"
+                f"method {self.method!r} needs num_chains >= 2 for a std map, got {self.num_chains}"
             )
         if not 0.0 < self.coil_init_cutoff <= 1.0:
             raise ValueError(f"coil_init_cutoff must be in (0, 1], got {self.coil_init_cutoff!r}")

@@ -95,18 +95,12 @@ def prepare_slice(
     coil_start = start_coils(zero_filled / scale, data, config, noise_std)
     extra_maps = coil_start.extra_maps
     data_term = JointDataTerm(kspace=kspace_data / scale, mask=data.mask, extra_maps=extra_maps)
-    combined = (
-        (normalised_coils(coil_start.coils).conj() * zero_filled / scale).sum(dim=0).to(torch.complex64)
-    )
+    combined = start_image(zero_filled / scale, coil_start.coils, config, extra_maps)
     if config.prior_fft_padding:
         prior = PaddedPrior(prior)
     if config.image_model == "complex":
         prior = ComplexPartsPrior(prior)
-    else:
-        combined = combined.abs()
     if extra_maps is not None:
-        # One image per map set: (S, H, W); the further sets start at zero.
-        combined = torch.cat((combined[None], torch.zeros_like(combined).expand(extra_maps.shape[0], -1, -1)))
         prior = MapSetPrior(prior)
     return PreparedSlice(
         data=data,
@@ -120,6 +114,31 @@ def prepare_slice(
         device=device,
         coil_energy=None if compression is None else compression.energy,
     )
+
+
+def start_image(
+    zero_filled_coil_images: Tensor, coils: Tensor, config: ReconConfig, extra_maps: Tensor | None
+) -> Tensor:
+    """The solvers' start: the zero-filled coil images combined with the start coils.
+
+    Args:
+        zero_filled_coil_images: ``(..., C, H, W)`` complex, on the normalised scale.
+        coils: ``(C, H, W)`` start coils (un-normalised).
+        extra_maps: further map sets or ``None``.
+
+    Returns:
+        ``(..., H, W)`` complex64 (its magnitude for ``image_model="magnitude"``); with map
+        sets ``(..., S, H, W)``, the further sets starting at zero.
+    """
+    combined = (normalised_coils(coils).conj() * zero_filled_coil_images).sum(dim=-3).to(torch.complex64)
+    if config.image_model != "complex":
+        combined = combined.abs()
+    if extra_maps is not None:
+        further = (
+            torch.zeros_like(combined).unsqueeze(-3).expand(*combined.shape[:-2], extra_maps.shape[0], -1, -1)
+        )
+        combined = torch.cat((combined.unsqueeze(-3), further), dim=-3)
+    return combined
 
 
 def _central_region(image: Tensor, fraction: float) -> Tensor:

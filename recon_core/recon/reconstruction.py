@@ -34,14 +34,16 @@ from torch import Tensor
 
 from recon_core.physics.data_term import JointDataTerm, normalised_coils
 from recon_core.physics.kspace import KSpaceSlice
+from recon_core.physics.operators import FFT2Operator
 from recon_core.prior.base import DiffusionImagePrior
 from recon_core.prior.coil_prior import COIL_PRIOR_ORDER
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.data_consistency import refine_data_consistency
+from recon_core.recon.jackknife import deletion_masks, jackknife_std
 from recon_core.recon.joint_steps import project_image
 from recon_core.recon.map_solver import solve_map
 from recon_core.recon.pc_sampler import sample_posterior_pc
-from recon_core.recon.preparation import PreparedSlice, prepare_slice
+from recon_core.recon.preparation import PreparedSlice, prepare_slice, start_image
 from recon_core.recon.sampler import SamplerResult, geometric_sigmas, sample_posterior, unit_noise
 
 Progress = Callable[[int, int], None]
@@ -200,6 +202,8 @@ def reconstruct(
 def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
     """Stage 2: the MAP estimate, or the posterior chains (from the MAP estimate by default),
     each followed by the damped data refinement where measured (docs/ALGORITHM.md 4.4-4.6)."""
+    if config.method == "jackknife":
+        return _solve_jackknife(prepared, config, progress)
     data_term, prior, coil_start = prepared.data_term, prepared.prior, prepared.coil_start
     extra_maps, sigma_n = coil_start.extra_maps, prepared.sigma_n
     batch = 1 if config.method == "map" else config.num_chains
@@ -276,6 +280,41 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
         weights,
         iterations,
         batch,
+    )
+
+
+def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
+    """Stage 2 of ``method="jackknife"``: the MAP estimate of the full data and of ``num_chains``
+    replicates with one group of lines left out each, in one batch; the std is the jackknife's
+    (:mod:`recon_core.recon.jackknife`)."""
+    data_term, coil_start, sigma_n = prepared.data_term, prepared.coil_start, prepared.sigma_n
+    replicates = deletion_masks(data_term.mask, config.num_chains, config.seed)
+    masks = torch.cat((data_term.mask.unsqueeze(0), replicates))
+    batched = JointDataTerm(kspace=data_term.kspace, mask=masks, extra_maps=coil_start.extra_maps)
+    zero_filled = FFT2Operator().adjoint(batched.kspace * masks.unsqueeze(1))
+    images = start_image(zero_filled, coil_start.coils, config, coil_start.extra_maps)
+    coils = coil_start.coils.unsqueeze(0).repeat(masks.shape[0], 1, 1, 1)
+    sigmas, weights = _map_schedule(config, sigma_n)
+    result = solve_map(
+        batched,
+        prepared.prior,
+        images,
+        coils,
+        sigmas,
+        weights,
+        config.coil_smoothness,
+        progress,
+        coil_order=COIL_PRIOR_ORDER,
+        coil_anchor=coil_start.anchor,
+    )
+    damping = (sigma_n / config.data_consistency_amplitude) ** 2
+    refined = refine_data_consistency(
+        batched, result.image, result.coils, config.data_consistency_steps, damping
+    )
+    magnitudes = _combine_sets(refined, coil_start.extra_maps)
+    std = jackknife_std(magnitudes[0], magnitudes[1:])
+    return _Solution(
+        magnitudes[0], std, result.coils[:1], sigmas, weights, config.map_iterations, replicates.shape[0]
     )
 
 

@@ -148,3 +148,16 @@ def test_std_series_says_what_it_is() -> None:
     image_meta = ismrmrd.Meta.deserialize(image.attribute_string)
     assert "PogmdmChains" not in image_meta
     assert image_meta["ImageComments"].startswith("PoGMDM posterior mean 6 chains PC 20x(1+1) steps")
+
+
+def test_jackknife_std_series_says_what_it_is() -> None:
+    encoding = _encoding()
+    settings = settings_from_properties({"preset": "jackknife", "output_variance": "true"})
+    image, std = images_for_slice(_result(40, 24, True), _assembled(encoding), encoding, settings, 1)
+    meta = ismrmrd.Meta.deserialize(std.attribute_string)
+    assert meta["ImageComments"] == (
+        "PoGMDM jackknife std (image units) 8 groups, MAP 100 it seed 0 preset jackknife"
+    )
+    assert meta["PogmdmSampler"] == "jackknife" and "delete-a-group jackknife over 8" in meta["PogmdmStdOf"]
+    image_meta = ismrmrd.Meta.deserialize(image.attribute_string)
+    assert image_meta["ImageComments"] == "PoGMDM MAP 100 it seed 0 preset jackknife"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from operator_checks import random_complex
+from operator_checks import assert_adjoint, random_complex
 
 from recon_core.physics.data_term import JointDataTerm, coil_rss, normalise_coil_scale, normalised_coils
 from recon_core.physics.noise_estimation import estimate_noise_std
@@ -121,3 +121,37 @@ def test_gradients_match_autograd_for_a_complex_image(
     torch.testing.assert_close(
         data_term.grad_coils(complex_image, coils, weight), coils_leaf.grad, rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("whole_readouts", [False, True])
+def test_per_entry_masks(whole_readouts: bool, device: torch.device) -> None:
+    """A ``(B, H, W)`` mask (the jackknife's replicates) acts like one data term per entry, its
+    gradients match autograd and its linear model ``v -> M_b F S_b v`` passes the adjoint test."""
+    data_term, image, coils = _problem((8, 10), device, whole_readouts)
+    generator = torch.Generator().manual_seed(5)
+    if whole_readouts:
+        keep = torch.rand((2, 8), generator=generator) > 0.3
+        masks = data_term.mask.cpu() & keep[:, :, None]
+    else:
+        masks = data_term.mask.cpu() & (torch.rand((2, 8, 10), generator=generator) > 0.3)
+    masks = masks.to(device)
+    batched = JointDataTerm(kspace=data_term.kspace, mask=masks)
+    assert batched.measured_unshifted.shape == (2, 3, 8, 10)
+    single = [JointDataTerm(kspace=data_term.kspace * masks[b], mask=masks[b]) for b in range(2)]
+    expected = torch.cat([single[b].value(image[b : b + 1], coils[b : b + 1], 2.0) for b in range(2)])
+    torch.testing.assert_close(batched.value(image, coils, 2.0), expected, rtol=1e-5, atol=1e-6)
+    image_leaf = image.clone().requires_grad_(True)
+    batched.value(image_leaf, coils, 2.0).sum().backward()
+    assert image_leaf.grad is not None
+    torch.testing.assert_close(batched.grad_image(image, coils, 2.0), image_leaf.grad, rtol=1e-4, atol=1e-5)
+    maps = normalised_coils(coils)
+    complex_image = image.to(torch.complex64)
+    assert_adjoint(
+        lambda v: batched.residual(v, coils, maps) + batched.measured_unshifted,
+        lambda r: batched.grad_image(complex_image, coils, 1.0, residual=r, maps=maps),
+        tuple(image.shape),
+        (2, 3, 8, 10),
+        device,
+    )
+    with pytest.raises(ValueError, match="mask must be bool"):
+        JointDataTerm(kspace=data_term.kspace, mask=masks[:, None])
