@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,10 +44,12 @@ from gadgets.buffers import slices_from_recon_data
 from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
+from gadgets.pipeline import OrderedPipeline, auto_workers, share_threads
 from gadgets.settings import GadgetSettings, settings_from_xml
 from gadgets.slices import AssembledSlice, RejectedReadoutError, SliceData, SliceDataError, describe
 from recon_core.physics.kspace import KSpaceSlice
 from recon_core.recon.config import ReconConfig
+from recon_core.recon.device import resolve_device
 
 log = logging.getLogger("pogmdm.gadget")
 
@@ -96,6 +99,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
     """
     guard_end_of_stream(connection)
     add_writer_first(connection, lambda item: isinstance(item, GadgetError), write_error)
+    serialise_sends(connection)
     try:
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
@@ -115,13 +119,31 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         encoding.header_version,
     )
     session = _Session(connection, settings, encoding, recon, prior)
-    if source == "acquisitions":
-        session.run_acquisitions()
-    elif source == "buffers":
-        session.run_buffers()
-    else:
-        raise ValueError(f"unknown gadget source {source!r}")
+    try:
+        if source == "acquisitions":
+            session.run_acquisitions()
+        elif source == "buffers":
+            session.run_buffers()
+        else:
+            raise ValueError(f"unknown gadget source {source!r}")
+    finally:
+        session.deliver(wait=True)  # every slice received gets its images or its error
+        session.pipeline.close()
     session.finish()
+
+
+def serialise_sends(connection: Any) -> None:
+    """One message at a time on the connection: its ``send`` (which the library's own pass-through
+    of unfiltered messages calls too, as ``self.send``) takes a lock, so images sent from a
+    reconstruction thread never interleave with the main thread's messages."""
+    lock = threading.Lock()
+    send = connection.send
+
+    def locked_send(item: Any) -> Any:
+        with lock:
+            return send(item)
+
+    connection.send = locked_send
 
 
 def load_image_prior(settings: GadgetSettings) -> Any:
@@ -173,6 +195,14 @@ class _Session:
         self.done = 0
         self.failures: list[str] = []
         self.rejected: dict[object, tuple[str, int]] = {}
+        device = resolve_device(settings.recon.device)
+        workers = settings.parallel_slices or auto_workers(device)
+        threads = share_threads(workers) if device.type == "cpu" else None
+        log.info("slices reconstructed at once: %d (CPU threads each: %s)", workers, threads)
+        self._delivering = threading.Lock()
+        self.pipeline: OrderedPipeline[tuple[AssembledSlice, float], Any] = OrderedPipeline(
+            workers, on_done=self.deliver
+        )
 
     def run_acquisitions(self) -> None:
         # Waveforms (ECG, respiration) are consumed here: nothing downstream writes them.
@@ -190,6 +220,7 @@ class _Session:
                 continue
             if data is not None:
                 self.process(data)
+            self.deliver()
         leftovers = assembler.flush()
         if leftovers:
             log.info(
@@ -208,6 +239,7 @@ class _Session:
         with ctypes_header_warnings_ignored():
             for recon_data in self.connection:
                 self._buffered_item(recon_data)
+                self.deliver()
 
     def _buffered_item(self, recon_data: Any) -> None:
         try:
@@ -230,30 +262,58 @@ class _Session:
             self.reconstruct_slice(assembled)
 
     def reconstruct_slice(self, assembled: AssembledSlice) -> None:
-        label = assembled.label
-        start = time.perf_counter()
-        try:
-            kspace: KSpaceSlice = assembled.kspace
+        """Start the slice's reconstruction (:attr:`pipeline`); :meth:`deliver` sends its images."""
+        self.pipeline.submit((assembled, time.perf_counter()), lambda: self._reconstructed(assembled))
+
+    def _reconstructed(self, assembled: AssembledSlice) -> Any:
+        kspace: KSpaceSlice = assembled.kspace
+        log.info(
+            "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
+            assembled.label,
+            assembled.num_lines,
+            assembled.num_calibration_lines,
+            kspace.num_coils,
+            kspace.shape,
+            kspace.acceleration,
+            kspace.prewhitened,
+        )
+        config: ReconConfig = self.settings.recon
+        return self.reconstruct(kspace, config, prior=self.prior, progress=_ProgressLog(assembled.label))
+
+    def deliver(self, wait: bool = False) -> None:
+        """Send the images (or the ERROR) of every finished slice, in the order the slices came;
+        ``wait``: of every slice started, waiting for them. Called by the main thread and, as
+        each reconstruction ends, by its worker thread (one at a time; never waiting while it
+        holds the lock, see :meth:`OrderedPipeline.finished`)."""
+        while True:
+            with self._delivering:
+                self._deliver()
+            if not wait or not len(self.pipeline):
+                return
+            self.pipeline.wait_for_head()
+
+    def _deliver(self) -> None:
+        for outcome in self.pipeline.finished():
+            assembled, start = outcome.key
+            label = assembled.label
+            try:
+                if outcome.error is not None:
+                    raise outcome.error
+                images = images_for_slice(
+                    outcome.value, assembled, self.encoding, self.settings, self.done + 1
+                )
+            except Exception as error:
+                self.fail(_reason(label, error), error)
+                continue
+            for image in images:
+                self.connection.send(image)
+            self.done += 1
             log.info(
-                "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
+                "%s: %d image(s) sent %.1f s after its last readout",
                 label,
-                assembled.num_lines,
-                assembled.num_calibration_lines,
-                kspace.num_coils,
-                kspace.shape,
-                kspace.acceleration,
-                kspace.prewhitened,
+                len(images),
+                time.perf_counter() - start,
             )
-            config: ReconConfig = self.settings.recon
-            result = self.reconstruct(kspace, config, prior=self.prior, progress=_ProgressLog(label))
-            images = images_for_slice(result, assembled, self.encoding, self.settings, self.done + 1)
-        except Exception as error:
-            self.fail(_reason(label, error), error)
-            return
-        for image in images:
-            self.connection.send(image)
-        self.done += 1
-        log.info("%s: %d image(s) sent in %.1f s", label, len(images), time.perf_counter() - start)
 
     def reject(self, rejection: RejectedReadoutError) -> None:
         """Report the first readout rejected for a reason; count the others for :meth:`finish`."""

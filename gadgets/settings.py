@@ -40,6 +40,8 @@ GADGET_PROPERTIES: dict[str, str] = {
     "output_variance": "also send the posterior std map as its own series "
     "(needs method posterior, posterior_pc or jackknife)",
     "image_series": "image_series_index of the reconstructed images (default 1)",
+    "parallel_slices": "slices reconstructed at the same time, each on its share of the CPU threads "
+    "(0, the default: 1 on a GPU, on a CPU the torch threads up to 4); images still leave in order",
     "std_series": "image_series_index of the std maps (default 2)",
     "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors; "
     "pickles are refused) or MODULE:NAME of a prior class or factory (it must give a prior, never None); "
@@ -60,6 +62,8 @@ class GadgetSettings:
         prior: the image prior: a weights file, ``MODULE:NAME`` of a prior class / factory (called
             without arguments), or ``""`` for the shipped default.
         properties: the raw properties as received (for the image comments).
+        parallel_slices: slices reconstructed at once (0: auto, see
+            :func:`gadgets.pipeline.auto_workers`).
     """
 
     recon: ReconConfig
@@ -69,6 +73,7 @@ class GadgetSettings:
     std_series: int = 2
     prior: str = ""
     properties: tuple[tuple[str, str], ...] = ()
+    parallel_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.output_variance and self.recon.method not in ("posterior", "posterior_pc", "jackknife"):
@@ -82,6 +87,8 @@ class GadgetSettings:
                 raise ValueError(
                     f"{name} must fit an unsigned 16-bit series index, got {getattr(self, name)}"
                 )
+        if self.parallel_slices < 0:
+            raise ValueError(f"parallel_slices must be >= 0 (0: auto), got {self.parallel_slices}")
         if self.output_variance and self.image_series == self.std_series:
             raise ValueError(f"image_series and std_series must differ, both are {self.image_series}")
 
@@ -144,6 +151,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
     image_series = _gadget_value(values, "image_series", int, 1)
     std_series = _gadget_value(values, "std_series", int, 2)
     prior = values.pop("prior", "")
+    parallel_slices = _gadget_value(values, "parallel_slices", int, 0)
     overrides: dict[str, str] = {}
     known = {field.name for field in dataclasses.fields(ReconConfig)}
     for name, value in values.items():
@@ -163,6 +171,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
         std_series=std_series,
         prior=prior,
         properties=tuple(sorted(properties.items())),
+        parallel_slices=parallel_slices,
     )
 
 

@@ -2,13 +2,17 @@
 
 An in-process stand-in for ``gadgetron.external.Connection`` hands the gadget a two-repetition
 raw file one readout at a time and records, for every image sent, how many readouts the gadget
-had taken by then. The first repetition's image must leave before the second repetition's
-readouts are read, not when the stream closes.
+had taken by then. Reconstructing one slice at a time, the first repetition's image must leave
+before the second repetition's readouts are read, not when the stream closes. With slices
+reconstructed side by side, the reader holds the second repetition back until an image arrives
+(as a scanner between two measurements would): the first image must leave from its worker
+while the main thread waits for readouts, and the images must leave in the order the slices came.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import types
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
@@ -23,17 +27,26 @@ from gadgets.pogmdm_gadget import run_gadget
 
 CONFIG = (
     '<configuration><property name="map_iterations" value="2"/>'
-    '<property name="device" value="cpu"/></configuration>'
+    '<property name="device" value="cpu"/><property name="parallel_slices" value="{workers}"/>'
+    "</configuration>"
 )
+GATE_TIMEOUT_S = 120.0
 
 
 class RecordingConnection:
     """What ``run_gadget`` uses of a gadgetron ``Connection``, reading from a list."""
 
-    def __init__(self, header: bytes, acquisitions: list[ismrmrd.Acquisition]) -> None:
+    def __init__(
+        self, header: bytes, acquisitions: list[ismrmrd.Acquisition], workers: int = 1, hold_at: int = 0
+    ) -> None:
+        config = CONFIG.format(workers=workers)
         self.header = ismrmrd.xsd.CreateFromDocument(header)
-        self.config = ElementTree.fromstring(CONFIG)
-        self.raw_bytes = types.SimpleNamespace(config=CONFIG.encode(), header=header)
+        self.config = ElementTree.fromstring(config)
+        self.raw_bytes = types.SimpleNamespace(config=config.encode(), header=header)
+        self.hold_at = hold_at  # > 0: wait for an image before handing out this readout
+        self.image_sent = threading.Event()
+        self.held_until_timeout = False
+        self.images: list[ismrmrd.Image] = []
         self._ends = socket.socketpair()
         self.socket = types.SimpleNamespace(socket=self._ends[0])
         self.writers: list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]] = []
@@ -46,11 +59,16 @@ class RecordingConnection:
 
     def __iter__(self) -> Iterator[ismrmrd.Acquisition]:
         for acquisition in self._acquisitions:
+            if self.hold_at and self.taken + 1 == self.hold_at:
+                self.held_until_timeout = not self.image_sent.wait(GATE_TIMEOUT_S)
             self.taken += 1
             yield acquisition
 
     def send(self, item: Any) -> None:
         self.sent.append((type(item).__name__, self.taken))
+        if isinstance(item, ismrmrd.Image):
+            self.images.append(item)
+            self.image_sent.set()
 
     def close(self) -> None:
         for end in self._ends:
@@ -65,7 +83,7 @@ def test_each_slice_is_sent_before_the_next_one_is_read(tmp_path: Path) -> None:
     header, acquisitions = read_raw(raw)
     repetitions = [acquisition.idx.repetition for acquisition in acquisitions]
     first_of_second = repetitions.index(1) + 1  # readouts taken once the second one starts
-    connection = RecordingConnection(header, acquisitions)
+    connection = RecordingConnection(header, acquisitions, workers=1)
     try:
         run_gadget(connection, "acquisitions")
     finally:
@@ -74,3 +92,24 @@ def test_each_slice_is_sent_before_the_next_one_is_read(tmp_path: Path) -> None:
     assert len(images) == 2, connection.sent
     assert images[0] < first_of_second, f"first image sent after {images[0]} readouts: held back"
     assert images[1] == len(acquisitions)
+
+
+@pytest.mark.skipif(
+    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
+)
+def test_side_by_side_slices_leave_as_soon_as_done_and_in_order(tmp_path: Path) -> None:
+    raw = shepp_logan_raw(tmp_path / "three.h5", matrix=32, coils=4, repetitions=3, noise_level=0.005)
+    header, acquisitions = read_raw(raw)
+    repetitions = [acquisition.idx.repetition for acquisition in acquisitions]
+    first_of_second = repetitions.index(1) + 1
+    connection = RecordingConnection(header, acquisitions, workers=2, hold_at=first_of_second)
+    try:
+        run_gadget(connection, "acquisitions")
+    finally:
+        connection.close()
+    assert not connection.held_until_timeout, "no image left while the reader waited: held back"
+    images = [taken for kind, taken in connection.sent if kind == "Image"]
+    assert len(images) == 3, connection.sent
+    assert images[0] < first_of_second
+    assert [image.repetition for image in connection.images] == [0, 1, 2]
+    assert [image.image_index for image in connection.images] == [1, 2, 3]
