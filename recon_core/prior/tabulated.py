@@ -29,26 +29,46 @@ RANGE_STDS = 8.0
 
 @dataclass(frozen=True)
 class PotentialTables:
-    """``psi_j'`` sampled for ``G`` noise levels and ``J`` experts.
+    """``psi_j'`` sampled for ``G`` noise levels and ``J`` experts, stored as line segments.
+
+    With ``p = (x - start) / spacing`` the position in node units (node ``n`` at ``p = n``,
+    ``n = 0 .. N - 1``), segment ``k = clamp(floor(p) + 1, 0, N)`` holds the line
+    ``psi'(x) = Re(lines_k) + Im(lines_k) * p``: segments ``1 .. N - 1`` interpolate between
+    nodes ``k - 1`` and ``k``, segment ``0`` (below the first node) and segment ``N`` (from the
+    last node on) continue with the Gaussian tail slope ``spacing / s^2``. Intercept and slope
+    share one complex entry, so an interpolation is one lookup.
 
     Attributes:
-        values: ``(G, J, N)`` ``psi'`` at the nodes (1 / response units).
-        slopes: ``(G, J, N)`` ``values[n + 1] - values[n]`` (the last repeated), so that an
-            interpolation needs one lookup in each table instead of two in ``values``.
+        lines: ``(G, J, N + 1)`` complex (``complex64`` for float32 tables): intercept (real
+            part, 1 / response units) and slope per node (imaginary part).
         start: ``(G, J)`` first node (response units).
         spacing: ``(G, J)`` node spacing.
-        inverse_variance: ``(G, J)`` ``1 / s^2``, the slope used beyond the last node.
     """
 
-    values: Tensor
-    slopes: Tensor
+    lines: Tensor
     start: Tensor
     spacing: Tensor
-    inverse_variance: Tensor
 
     @property
     def num_points(self) -> int:
-        return int(self.values.shape[-1])
+        """``N``, the nodes per table."""
+        return int(self.lines.shape[-1]) - 1
+
+
+def _segment_lines(values: Tensor, tail_slope: Tensor) -> Tensor:
+    """``(G, J, N + 1)`` complex lines (see :class:`PotentialTables`) from node values ``(G, J, N)``
+    and the tail slope per node ``(G, J)``; intercepts are formed in float64 (they are
+    differences of values up to ``N`` slopes apart)."""
+    wide = values.double()
+    tail = tail_slope.double().unsqueeze(-1)
+    count = values.shape[-1]
+    slopes = torch.cat((tail, torch.diff(wide, dim=-1), tail), dim=-1)
+    # Segment k starts at node k - 1 (segment 0: one node below the first, on the tail line).
+    starts = torch.cat((wide[..., :1] - tail, wide), dim=-1)
+    nodes = torch.arange(-1, count, device=values.device, dtype=torch.float64)
+    return torch.complex(starts - nodes * slopes, slopes).to(
+        torch.complex128 if values.dtype == torch.float64 else torch.complex64
+    )
 
 
 def build_tables(
@@ -91,13 +111,15 @@ def build_tables(
         experts.means.to(std.dtype),
         **kwargs,
     ).reshape(groups, num_experts, num_points)
-    slopes = torch.diff(values, dim=-1)
-    slopes = torch.cat((slopes, slopes[..., -1:]), dim=-1)
-    return PotentialTables(values, slopes, -half_width, spacing, 1.0 / std.square())
+    lines = _segment_lines(values, spacing / std.square())
+    return PotentialTables(lines, -half_width, spacing)
 
 
 def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts: slice) -> Tensor:
     """Evaluate tabulated ``psi'`` at ``points``.
+
+    One ``index_select`` of the segment lines (int32 indices into the flattened tables) and one
+    ``addcmul`` per point.
 
     Args:
         tables: from :func:`build_tables`.
@@ -110,14 +132,14 @@ def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts:
     """
     shape = points.shape
     points = points.reshape(shape[0], shape[1], -1)
-    count = tables.num_points
-    start = tables.start[group, experts].unsqueeze(-1)
-    spacing = tables.spacing[group, experts].unsqueeze(-1)
+    num_experts, segments = tables.lines.shape[1:]
+    chosen = torch.arange(num_experts, device=points.device)[experts]
+    table = (group.to(points.device).unsqueeze(-1) * num_experts + chosen).unsqueeze(-1)  # (B, F, 1)
+    start = tables.start.reshape(-1)[table]
+    spacing = tables.spacing.reshape(-1)[table]
     position = (points - start) / spacing
-    inside = position.clamp(0.0, count - 1)
-    lower = inside.detach().clamp(max=count - 2).floor()
-    index = lower.long()
-    below = torch.gather(tables.values[group, experts], -1, index)
-    slope = torch.gather(tables.slopes[group, experts], -1, index)
-    tail_slope = (tables.spacing * tables.inverse_variance)[group, experts].unsqueeze(-1)
-    return (below.addcmul(inside - lower, slope) + (position - inside) * tail_slope).reshape(shape)
+    # Truncation is floor here: the clamp makes the shifted position non-negative.
+    segment = (position.detach() + 1.0).clamp_(0.0, segments - 1).to(torch.int32)
+    segment += (table * segments).to(torch.int32)
+    lines = tables.lines.reshape(-1).index_select(0, segment.reshape(-1)).reshape(segment.shape)
+    return torch.addcmul(lines.real, position, lines.imag).reshape(shape)
