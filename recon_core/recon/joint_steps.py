@@ -124,13 +124,14 @@ class ImageStepResult:
     """Outcome of one MAP image step, with what the next step can reuse.
 
     ``residual`` is ``M F(u s) - y`` and ``gradient`` the objective's gradient, both at the
-    new image (valid for the coils the step was taken with).
+    new image (valid for the coils the step was taken with); ``gradient`` is ``None`` after an
+    unchecked step (``check=False``), which never evaluates it.
     """
 
     image: Tensor
     step: Tensor
     residual: Tensor
-    gradient: Tensor
+    gradient: Tensor | None
 
 
 def image_objective_gradient(
@@ -158,6 +159,7 @@ def image_step(
     sigma: float,
     residual: Tensor | None = None,
     gradient: Tensor | None = None,
+    check: bool = True,
 ) -> ImageStepResult:
     """One projected-gradient step on ``lambda D_1(u, c) + E(u, sigma)`` (``u >= 0`` if real).
 
@@ -175,12 +177,18 @@ def image_step(
         weight: the data weight ``lambda``.
         sigma: the prior's noise level used as the regulariser.
         residual, gradient: at ``(image, coils)`` for this ``weight`` / ``sigma`` if known.
+        check: test the step (the usual path). ``False`` takes the grown step unchecked, as if
+            its test had passed without a new Lipschitz estimate: one gradient evaluation
+            instead of at least two (see :data:`recon_core.recon.map_solver.STEP_CHECK_INTERVAL`).
     """
     maps = normalised_coils(coils)  # the coils stay fixed in this step
     residual = data_term.residual(image, coils, maps) if residual is None else residual
     if gradient is None:
         gradient = image_objective_gradient(data_term, prior, image, coils, weight, sigma, residual, maps)
     step = step * STEP_GROWTH
+    if not check:
+        candidate = project_image(image - per_batch(step, image) * gradient)
+        return ImageStepResult(candidate, step, data_term.residual(candidate, coils, maps), None)
     new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
     accepted = torch.zeros_like(step, dtype=torch.bool)
     limit = torch.full_like(step, math.inf)
