@@ -1,7 +1,7 @@
 """Tabulated expert derivatives ``psi_j'(.; sigma)`` for the fast score path.
 
-At a fixed noise level every expert's ``psi_j'`` is a fixed smooth 1D function, so it is
-evaluated exactly once on a uniform grid of ``num_points`` nodes covering
+At a fixed noise level every expert's ``psi_j'`` is a fixed smooth odd 1D function, so it is
+evaluated exactly once on (the upper half of) a uniform grid of ``num_points`` nodes covering
 ``[-(a + range_stds * s), a + range_stds * s]`` (``s`` the component standard deviation) and
 linearly interpolated; beyond the grid it continues with the asymptotic slope ``1 / s^2`` of
 a Gaussian tail. The node spacing is at most ``(2 a / s + 2 range_stds) / (num_points - 1)``
@@ -99,18 +99,22 @@ def build_tables(
         needed = float((2.0 * half_width / std.detach()).max()) * nodes_per_std + 1.0
         num_points = max(2, min(num_points, math.ceil(needed)))
     spacing = 2.0 * half_width / (num_points - 1)
-    steps = torch.arange(num_points, device=std.device, dtype=std.dtype)
-    nodes = -half_width.unsqueeze(-1) + steps * spacing.unsqueeze(-1)
+    # psi' is odd (symmetric weights on the symmetric grid of means) and the nodes are
+    # symmetric about 0: evaluate the upper half (node index >= N // 2) only and mirror it.
+    lower = num_points // 2
+    steps = torch.arange(lower, num_points, device=std.device, dtype=std.dtype) - (num_points - 1) / 2.0
+    nodes = steps * spacing.unsqueeze(-1)
     log_weights = experts.log_weights().to(std.dtype)
     rows = groups * num_experts
     kwargs = {} if chunk_elements is None else {"chunk_elements": chunk_elements}
-    values = mixture_derivative(
-        nodes.reshape(rows, num_points),
+    upper = mixture_derivative(
+        nodes.reshape(rows, num_points - lower),
         log_weights.unsqueeze(0).expand(groups, -1, -1).reshape(rows, -1),
         std.reshape(rows, 1),
         experts.means.to(std.dtype),
         **kwargs,
-    ).reshape(groups, num_experts, num_points)
+    ).reshape(groups, num_experts, num_points - lower)
+    values = torch.cat((-upper.flip(-1)[..., :lower], upper), dim=-1)
     lines = _segment_lines(values, spacing / std.square())
     return PotentialTables(lines, -half_width, spacing)
 

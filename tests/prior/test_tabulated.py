@@ -20,6 +20,9 @@ def _experts() -> GaussianMixtureExperts:
         generator = torch.Generator().manual_seed(0)
         half = torch.rand(experts.half_weights.shape, generator=generator, dtype=torch.float64) + 0.5
         experts.half_weights.copy_(half / (half[:, :1] + 2.0 * half[:, 1:].sum(1, keepdim=True)))
+        # Exactly symmetric means (a float32 linspace is only to rounding), so psi' is exactly odd.
+        means = torch.linspace(-1.0, 1.0, 7, dtype=torch.float64)
+        experts.means.copy_(0.5 * (means - means.flip(0)))
     return experts
 
 
