@@ -140,12 +140,31 @@ class JointDataTerm:
         coils fixed compute it once).
         """
         maps = normalised_coils(coils) if maps is None else maps
+        return (
+            self._sampling.forward(self._fft.forward(self._coil_images(image, maps))) - self._kspace_unshifted
+        )
+
+    def _coil_images(self, image: Tensor, maps: Tensor) -> Tensor:
+        """``S u``: ``(B, C, H, W)`` (with map sets ``u_1 s + sum_m u_m t_m``)."""
         if self.extra_maps is None:
-            combined = CoilSensitivityOperator(maps).forward(image)
-        else:
-            further = CoilSensitivityOperator(self.extra_maps).forward(image[:, 1:]).sum(1)
-            combined = CoilSensitivityOperator(maps).forward(image[:, 0]) + further
-        return self._sampling.forward(self._fft.forward(combined)) - self._kspace_unshifted
+            return CoilSensitivityOperator(maps).forward(image)
+        further = CoilSensitivityOperator(self.extra_maps).forward(image[:, 1:]).sum(1)
+        return CoilSensitivityOperator(maps).forward(image[:, 0]) + further
+
+    def _combine_coils(self, back: Tensor, image: Tensor, maps: Tensor) -> Tensor:
+        """``S^H g`` for coil images ``g`` ``(B, C, H, W)``: shaped and typed like ``image``."""
+        combined = CoilSensitivityOperator(maps).adjoint(back)
+        if self.extra_maps is not None:
+            others = CoilSensitivityOperator(self.extra_maps).adjoint(back.unsqueeze(1))
+            combined = torch.cat((combined.unsqueeze(1), others), dim=1)
+        return combined if image.is_complex() else combined.real
+
+    def normal(self, image: Tensor, maps: Tensor) -> Tensor:
+        """``A^H A u`` (``A = M F S``, the coils fixed, ``maps = normalised_coils(coils)``): the
+        data term's Hessian applied to ``image``, shaped and typed like it. Cheaper than
+        :meth:`grad_image` of a residual without data (``M`` once, no data subtracted)."""
+        kspace = self._sampling.forward(self._fft.forward(self._coil_images(image, maps)))
+        return self._combine_coils(self._fft.adjoint(kspace), image, maps)
 
     def value(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
@@ -171,13 +190,7 @@ class JointDataTerm:
         (``maps`` as in :meth:`residual`)."""
         maps = normalised_coils(coils) if maps is None else maps
         residual = self.residual(image, coils, maps) if residual is None else residual
-        back = self.back_projection(residual)
-        combined = CoilSensitivityOperator(maps).adjoint(back)
-        if self.extra_maps is not None:
-            others = CoilSensitivityOperator(self.extra_maps).adjoint(back.unsqueeze(1))
-            combined = torch.cat((combined.unsqueeze(1), others), dim=1)
-        if not image.is_complex():
-            combined = combined.real
+        combined = self._combine_coils(self.back_projection(residual), image, maps)
         return _batch_weight(weight, combined) * combined
 
     def grad_coils(
