@@ -62,6 +62,14 @@ def per_batch(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
+def _take(chosen: Tensor, candidate: Tensor, current: Tensor) -> Tensor:
+    """``candidate`` for the batch entries in ``chosen`` ``(B,)``, ``current`` elsewhere (no copy
+    where every entry is chosen, the common case of a step accepted at its first trial)."""
+    if bool(chosen.all()):
+        return candidate
+    return torch.where(per_batch(chosen, candidate), candidate, current)
+
+
 @dataclass(frozen=True)
 class CoilStepResult:
     """Outcome of one coil step. ``residual`` is ``M F(u s) - y`` at the new coils."""
@@ -100,7 +108,7 @@ def coil_step(
     value = data_term.value(image, coils, residual=residual)
     grad = data_term.grad_coils(image, coils, residual=residual)
     step = step * COIL_STEP_GROWTH
-    new_coils, new_residual = coils.clone(), residual.clone()
+    new_coils, new_residual = coils, residual  # what a chain whose test never passes keeps
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
         step_b = per_batch(step, coils)
@@ -110,8 +118,8 @@ def coil_step(
         difference = candidate - coils
         bound = value + batch_inner(grad, difference) + batch_inner(difference, difference) / (2.0 * step)
         newly = (candidate_value <= bound * (1.0 + 1e-6)) & ~accepted
-        new_coils[newly] = candidate[newly]
-        new_residual[newly] = candidate_residual[newly]
+        new_coils = _take(newly, candidate, new_coils)
+        new_residual = _take(newly, candidate_residual, new_residual)
         accepted |= newly
         if bool(accepted.all()):
             break
@@ -189,7 +197,7 @@ def image_step(
     if not check:
         candidate = project_image(image - per_batch(step, image) * gradient)
         return ImageStepResult(candidate, step, data_term.residual(candidate, coils, maps), None)
-    new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
+    new_image, new_residual, new_gradient = image, residual, gradient
     accepted = torch.zeros_like(step, dtype=torch.bool)
     limit = torch.full_like(step, math.inf)
     for _ in range(MAX_BACKTRACKS):
@@ -204,9 +212,9 @@ def image_step(
         # 1 / L_loc, the largest step the secant test accepts here (no bound where nothing moved).
         measured = (changed > 0) & (moved > 0)
         local = torch.where(measured, moved / changed.clamp_min(torch.finfo(changed.dtype).tiny), math.inf)
-        new_image[newly] = candidate[newly]
-        new_residual[newly] = candidate_residual[newly]
-        new_gradient[newly] = candidate_gradient[newly]
+        new_image = _take(newly, candidate, new_image)
+        new_residual = _take(newly, candidate_residual, new_residual)
+        new_gradient = _take(newly, candidate_gradient, new_gradient)
         limit = torch.where(newly, LIPSCHITZ_MARGIN * local, limit)
         accepted |= newly
         if bool(accepted.all()):
