@@ -199,9 +199,12 @@ class JointDataTerm:
         """``grad_c D``: ``(B, C, H, W)`` complex (``dD/dRe c + i dD/dIm c``)."""
         residual = self.residual(image, coils) if residual is None else residual
         back = self.back_projection(residual)
-        rss = coil_rss(coils).unsqueeze(-3)
+        inverse_rss = coil_rss(coils).reciprocal_().unsqueeze(-3)
         first = image if self.extra_maps is None else image[:, 0]
         weighted = (first.conj() if first.is_complex() else first).unsqueeze(-3) * back
         projection = (coils.conj() * weighted).sum(dim=-3, keepdim=True).real
-        grad = weighted / rss - coils * projection / rss**3
-        return _batch_weight(weight, grad) * grad
+        # (w - c * projection / R^2) / R, the per-pixel factors formed on one coil's grid.
+        grad = weighted.sub_(coils * (projection * inverse_rss.square())).mul_(inverse_rss)
+        if isinstance(weight, float) and weight == 1.0:
+            return grad
+        return grad.mul_(_batch_weight(weight, grad))
