@@ -171,7 +171,7 @@ class JointDataTerm:
     ) -> Tensor:
         """``D(u, c)`` per batch entry: ``(B,)``. Pass ``residual`` to skip the forward model."""
         residual = self.residual(image, coils) if residual is None else residual
-        squared = (residual.real**2 + residual.imag**2).sum(dim=(-3, -2, -1))
+        squared = torch.view_as_real(residual).square().sum(dim=(-4, -3, -2, -1))
         return 0.5 * _batch_weight(weight, squared) * squared
 
     def back_projection(self, residual: Tensor) -> Tensor:
