@@ -47,7 +47,7 @@ def coil_rss(coils: Tensor, eps: float = COIL_RSS_EPS) -> Tensor:
 
 def normalised_coils(coils: Tensor, eps: float = COIL_RSS_EPS) -> Tensor:
     """``s = c / R``: RSS-normalised maps, ``sum_c |s_c|^2 = 1`` wherever the coils are non-zero."""
-    return coils / coil_rss(coils, eps).unsqueeze(-3)
+    return coils * coil_rss(coils, eps).reciprocal().unsqueeze(-3)  # faster than a complex / real division
 
 
 def normalise_coil_scale(coils: Tensor) -> Tensor:
@@ -57,7 +57,7 @@ def normalise_coil_scale(coils: Tensor) -> Tensor:
     the prior would shrink ``c`` towards zero over the iterations and lose its meaning.
     """
     mean_square = (coils.real**2 + coils.imag**2).sum(dim=-3).mean(dim=(-2, -1))
-    return coils / mean_square.clamp_min(1e-30).sqrt()[..., None, None, None]
+    return coils * mean_square.clamp_min(1e-30).rsqrt()[..., None, None, None]
 
 
 def _batch_weight(weight: Tensor | float, target: Tensor) -> Tensor:
@@ -150,19 +150,38 @@ class JointDataTerm:
         coils fixed compute it once).
         """
         maps = normalised_coils(coils) if maps is None else maps
+        return (
+            self._sampling.forward(self._fft.forward(self._coil_images(image, maps))) - self._kspace_unshifted
+        )
+
+    def _coil_images(self, image: Tensor, maps: Tensor) -> Tensor:
+        """``S u``: ``(B, C, H, W)`` (with map sets ``u_1 s + sum_m u_m t_m``)."""
         if self.extra_maps is None:
-            combined = CoilSensitivityOperator(maps).forward(image)
-        else:
-            further = CoilSensitivityOperator(self.extra_maps).forward(image[:, 1:]).sum(1)
-            combined = CoilSensitivityOperator(maps).forward(image[:, 0]) + further
-        return self._sampling.forward(self._fft.forward(combined)) - self._kspace_unshifted
+            return CoilSensitivityOperator(maps).forward(image)
+        further = CoilSensitivityOperator(self.extra_maps).forward(image[:, 1:]).sum(1)
+        return CoilSensitivityOperator(maps).forward(image[:, 0]) + further
+
+    def _combine_coils(self, back: Tensor, image: Tensor, maps: Tensor) -> Tensor:
+        """``S^H g`` for coil images ``g`` ``(B, C, H, W)``: shaped and typed like ``image``."""
+        combined = CoilSensitivityOperator(maps).adjoint(back)
+        if self.extra_maps is not None:
+            others = CoilSensitivityOperator(self.extra_maps).adjoint(back.unsqueeze(1))
+            combined = torch.cat((combined.unsqueeze(1), others), dim=1)
+        return combined if image.is_complex() else combined.real
+
+    def normal(self, image: Tensor, maps: Tensor) -> Tensor:
+        """``A^H A u`` (``A = M F S``, the coils fixed, ``maps = normalised_coils(coils)``): the
+        data term's Hessian applied to ``image``, shaped and typed like it. Cheaper than
+        :meth:`grad_image` of a residual without data (``M`` once, no data subtracted)."""
+        kspace = self._sampling.forward(self._fft.forward(self._coil_images(image, maps)))
+        return self._combine_coils(self._fft.adjoint(kspace), image, maps)
 
     def value(
         self, image: Tensor, coils: Tensor, weight: Tensor | float = 1.0, residual: Tensor | None = None
     ) -> Tensor:
         """``D(u, c)`` per batch entry: ``(B,)``. Pass ``residual`` to skip the forward model."""
         residual = self.residual(image, coils) if residual is None else residual
-        squared = (residual.real**2 + residual.imag**2).sum(dim=(-3, -2, -1))
+        squared = torch.view_as_real(residual).square().sum(dim=(-4, -3, -2, -1))
         return 0.5 * _batch_weight(weight, squared) * squared
 
     def back_projection(self, residual: Tensor) -> Tensor:
@@ -181,13 +200,7 @@ class JointDataTerm:
         (``maps`` as in :meth:`residual`)."""
         maps = normalised_coils(coils) if maps is None else maps
         residual = self.residual(image, coils, maps) if residual is None else residual
-        back = self.back_projection(residual)
-        combined = CoilSensitivityOperator(maps).adjoint(back)
-        if self.extra_maps is not None:
-            others = CoilSensitivityOperator(self.extra_maps).adjoint(back.unsqueeze(1))
-            combined = torch.cat((combined.unsqueeze(1), others), dim=1)
-        if not image.is_complex():
-            combined = combined.real
+        combined = self._combine_coils(self.back_projection(residual), image, maps)
         return _batch_weight(weight, combined) * combined
 
     def grad_coils(
@@ -196,9 +209,12 @@ class JointDataTerm:
         """``grad_c D``: ``(B, C, H, W)`` complex (``dD/dRe c + i dD/dIm c``)."""
         residual = self.residual(image, coils) if residual is None else residual
         back = self.back_projection(residual)
-        rss = coil_rss(coils).unsqueeze(-3)
+        inverse_rss = coil_rss(coils).reciprocal().unsqueeze(-3)
         first = image if self.extra_maps is None else image[:, 0]
         weighted = (first.conj() if first.is_complex() else first).unsqueeze(-3) * back
         projection = (coils.conj() * weighted).sum(dim=-3, keepdim=True).real
-        grad = weighted / rss - coils * projection / rss**3
-        return _batch_weight(weight, grad) * grad
+        # (w - c * projection / R^2) / R, the per-pixel factors formed on one coil's grid.
+        grad = weighted.sub_(coils * (projection * inverse_rss.square())).mul_(inverse_rss)
+        if isinstance(weight, float) and weight == 1.0:
+            return grad
+        return grad.mul_(_batch_weight(weight, grad))

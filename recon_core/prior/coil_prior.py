@@ -21,12 +21,15 @@ approach: it either lets coils absorb aliasing (small ``mu``) or flattens the tr
 sensitivity variation (large ``mu``). Measured (Berkeley brain, MAP, complex image, 100
 iterations): order 2 gains 2.6 dB on equispaced R=4 and 1.9 dB on 1D random R=4 over order 1.
 
-The DCT is computed with torch FFTs (Makhoul's reordering), so it runs on any device.
+The DCT is computed with torch FFTs (Makhoul's reordering, one 2D FFT of the complex maps per
+transform), so it runs on any device.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,63 +42,109 @@ from recon_core.physics.operators import LinearOperator
 COIL_PRIOR_ORDER = 2
 
 
-def _dct_last_axis(x: Tensor) -> Tensor:
-    """Orthonormal DCT-II of a real tensor along its last axis.
+@dataclass(frozen=True)
+class _DCTPlan:
+    """Twiddles of the length-``n`` orthonormal DCT-II along one axis (Makhoul's algorithm on a
+    complex signal), each ``(n,)`` complex.
 
-    Makhoul: with ``v = (x_0, x_2, ..., x_3, x_1)`` and ``V = FFT(v)``,
-    ``X_k = Re(exp(-i pi k / 2N) V_k)``; ``V_k = conj(V_{N-k})`` lets a real FFT supply the
-    upper half.
+    With ``v = (x_0, x_2, ..., x_3, x_1)`` and ``V = FFT(v)``, the DCT is
+    ``X_k = forward_k V_k + forward_mirror_k V_{-k}`` (``V_{-k} = V_{(n - k) mod n}``; for a real
+    ``x`` this is ``X_k = s_k Re(exp(-i pi k / 2n) V_k)``, ``s_k`` the orthonormal scale), and
+    its inverse ``x = P^T IFFT(inverse_k X_k + inverse_mirror_k X_{-k})`` (``inverse_mirror_0 =
+    0``: ``X_n`` does not exist). Both formulas are complex-linear, so a complex signal is
+    transformed in one pass instead of its real and imaginary parts separately.
     """
-    n = x.shape[-1]
-    reordered = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)
-    half_spectrum = torch.fft.rfft(reordered, dim=-1)  # V_0 .. V_{n // 2}
-    upper = half_spectrum[..., 1 : n - n // 2].flip(-1).conj()  # V_{n//2+1} .. V_{n-1}
-    spectrum = torch.cat([half_spectrum, upper], dim=-1)
-    k = torch.arange(n, device=x.device, dtype=x.dtype)
-    twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
-    coefficients = (spectrum * twiddle).real
-    scale = torch.full((n,), math.sqrt(2.0 / n), device=x.device, dtype=x.dtype)
-    scale[0] = math.sqrt(1.0 / n)
-    return coefficients * scale
+
+    forward: Tensor
+    forward_mirror: Tensor
+    inverse: Tensor
+    inverse_mirror: Tensor
 
 
-def _idct_last_axis(coefficients: Tensor) -> Tensor:
-    """Inverse of :func:`_dct_last_axis` (orthonormal DCT-III) along the last axis."""
-    n = coefficients.shape[-1]
-    dtype, device = coefficients.dtype, coefficients.device
-    scale = torch.full((n,), math.sqrt(2.0 / n), device=device, dtype=dtype)
+@functools.lru_cache(maxsize=32)
+def _dct_plan(n: int, device: torch.device, dtype: torch.dtype) -> _DCTPlan:
+    k = torch.arange(n, dtype=torch.float64)
+    scale = torch.full((n,), math.sqrt(2.0 / n), dtype=torch.float64)
     scale[0] = math.sqrt(1.0 / n)
-    unnormalised = coefficients / scale
-    # V_k = exp(i pi k / 2N) (X_k - i X_{N-k}), X_N = 0; V is Hermitian, so k <= N / 2 suffice.
-    kept = n // 2 + 1
-    mirrored = torch.cat([torch.zeros_like(unnormalised[..., :1]), unnormalised[..., 1:].flip(-1)], dim=-1)
-    k = torch.arange(kept, device=device, dtype=dtype)
-    twiddle = torch.polar(torch.ones_like(k), math.pi * k / (2 * n))
-    spectrum = torch.complex(unnormalised[..., :kept], -mirrored[..., :kept]) * twiddle
-    reordered = torch.fft.irfft(spectrum, n=n, dim=-1)
-    half = (n + 1) // 2
-    out = torch.empty_like(coefficients)
-    out[..., ::2] = reordered[..., :half]
-    out[..., 1::2] = reordered[..., half:].flip(-1)
+    twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))  # exp(-i pi k / 2n)
+    inverse_mirror = -1j * twiddle.conj() / scale
+    inverse_mirror[0] = 0.0
+    parts = (0.5 * scale * twiddle, 0.5 * scale * twiddle.conj(), twiddle.conj() / scale, inverse_mirror)
+    return _DCTPlan(*(part.to(device=device, dtype=dtype) for part in parts))
+
+
+def _along(values: Tensor, dim: int) -> Tensor:
+    """``(n,)`` values shaped to broadcast along axis ``dim`` (``-1`` or ``-2``)."""
+    return values.reshape((-1,) + (1,) * (-1 - dim))
+
+
+@functools.lru_cache(maxsize=32)
+def _orders(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Index orders along an axis of length ``n``: Makhoul's ``(0, 2, 4, ..., 5, 3, 1)``, its
+    inverse, and the mirror ``(n - k) mod n``."""
+    index = torch.arange(n, device=device)
+    even_odd = torch.cat((index[0::2], index[1::2].flip(0)))
+    return even_odd, torch.argsort(even_odd), (-index) % n
+
+
+# ``index_select`` is fast along a non-last axis; along the last one, slices and flips are.
+def _even_odd(x: Tensor, dim: int) -> Tensor:
+    """``(x_0, x_2, x_4, ..., x_5, x_3, x_1)`` along ``dim`` (``-1`` or ``-2``): Makhoul's
+    reordering."""
+    if dim == -2:
+        return x.index_select(dim, _orders(x.shape[dim], x.device)[0])
+    return torch.cat((x[..., 0::2], x[..., 1::2].flip(-1)), dim=-1)
+
+
+def _undo_even_odd(v: Tensor, dim: int) -> Tensor:
+    """Inverse of :func:`_even_odd`."""
+    if dim == -2:
+        return v.index_select(dim, _orders(v.shape[dim], v.device)[1])
+    half = (v.shape[-1] + 1) // 2
+    out = torch.empty_like(v)
+    out[..., 0::2] = v[..., :half]
+    out[..., 1::2] = v[..., half:].flip(-1)
     return out
 
 
-def _apply_real_2d(transform: object, x: Tensor) -> Tensor:
-    """Apply a real 1D transform along the last two axes; complex input part by part."""
-    if x.is_complex():
-        return torch.complex(_apply_real_2d(transform, x.real), _apply_real_2d(transform, x.imag))
-    along_w = transform(x)  # type: ignore[operator]
-    return transform(along_w.transpose(-1, -2)).transpose(-1, -2)  # type: ignore[operator]
+def _mirrored(x: Tensor, dim: int) -> Tensor:
+    """``x_{(n - k) mod n}`` along ``dim`` (``-1`` or ``-2``)."""
+    n = x.shape[dim]
+    if dim == -2:
+        return x.index_select(dim, _orders(n, x.device)[2])
+    return torch.cat((x[..., :1], x[..., 1:].flip(-1)), dim=-1)
+
+
+def _combine(x: Tensor, own: Tensor, mirror: Tensor, dim: int) -> Tensor:
+    """``own_k x_k + mirror_k x_{-k}`` along ``dim``."""
+    return _mirrored(x, dim).mul_(_along(mirror, dim)).addcmul_(x, _along(own, dim))
+
+
+def _complex_dtype(x: Tensor) -> torch.dtype:
+    return torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64
 
 
 def dct2(x: Tensor) -> Tensor:
-    """Orthonormal 2D DCT-II over the last two axes ``(..., H, W)``; real or complex input."""
-    return _apply_real_2d(_dct_last_axis, x)
+    """Orthonormal 2D DCT-II over the last two axes ``(..., H, W)``; real or complex input
+    (real in, real out)."""
+    dtype = _complex_dtype(x)
+    rows = _dct_plan(x.shape[-2], x.device, dtype)
+    cols = _dct_plan(x.shape[-1], x.device, dtype)
+    spectrum = torch.fft.fft2(_even_odd(_even_odd(x.to(dtype), -1), -2))
+    coefficients = _combine(spectrum, cols.forward, cols.forward_mirror, -1)
+    coefficients = _combine(coefficients, rows.forward, rows.forward_mirror, -2)
+    return coefficients if x.is_complex() else coefficients.real.contiguous()
 
 
 def idct2(coefficients: Tensor) -> Tensor:
     """Inverse of :func:`dct2` (it is also its adjoint: the transform is orthonormal)."""
-    return _apply_real_2d(_idct_last_axis, coefficients)
+    dtype = _complex_dtype(coefficients)
+    rows = _dct_plan(coefficients.shape[-2], coefficients.device, dtype)
+    cols = _dct_plan(coefficients.shape[-1], coefficients.device, dtype)
+    spectrum = _combine(coefficients.to(dtype), cols.inverse, cols.inverse_mirror, -1)
+    spectrum = _combine(spectrum, rows.inverse, rows.inverse_mirror, -2)
+    x = _undo_even_odd(_undo_even_odd(torch.fft.ifft2(spectrum), -1), -2)
+    return x if coefficients.is_complex() else x.real.contiguous()
 
 
 class DCT2Operator(LinearOperator):

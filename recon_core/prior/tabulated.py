@@ -1,7 +1,7 @@
 """Tabulated expert derivatives ``psi_j'(.; sigma)`` for the fast score path.
 
-At a fixed noise level every expert's ``psi_j'`` is a fixed smooth 1D function, so it is
-evaluated exactly once on a uniform grid of ``num_points`` nodes covering
+At a fixed noise level every expert's ``psi_j'`` is a fixed smooth odd 1D function, so it is
+evaluated exactly once on (the upper half of) a uniform grid of ``num_points`` nodes covering
 ``[-(a + range_stds * s), a + range_stds * s]`` (``s`` the component standard deviation) and
 linearly interpolated; beyond the grid it continues with the asymptotic slope ``1 / s^2`` of
 a Gaussian tail. The node spacing is at most ``(2 a / s + 2 range_stds) / (num_points - 1)``
@@ -25,30 +25,54 @@ from recon_core.prior.mixture import GaussianMixtureExperts, mixture_derivative
 
 DEFAULT_TABLE_POINTS = 4097
 RANGE_STDS = 8.0
+# Bound on the (rows, points, K) temporaries of the exact mixture while tabulating: 1 MiB of
+# float32 stays in cache; the mixture's general default (2^22) took about twice as long per
+# table on one CPU thread (shipped shearlet prior, 20 experts x 1,100 nodes). Same values.
+TABLE_CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)
 class PotentialTables:
-    """``psi_j'`` sampled for ``G`` noise levels and ``J`` experts.
+    """``psi_j'`` sampled for ``G`` noise levels and ``J`` experts, stored as line segments.
+
+    With ``p = (x - start) / spacing`` the position in node units (node ``n`` at ``p = n``,
+    ``n = 0 .. N - 1``), segment ``k = clamp(floor(p) + 1, 0, N)`` holds the line
+    ``psi'(x) = Re(lines_k) + Im(lines_k) * p``: segments ``1 .. N - 1`` interpolate between
+    nodes ``k - 1`` and ``k``, segment ``0`` (below the first node) and segment ``N`` (from the
+    last node on) continue with the Gaussian tail slope ``spacing / s^2``. Intercept and slope
+    share one complex entry, so an interpolation is one lookup.
 
     Attributes:
-        values: ``(G, J, N)`` ``psi'`` at the nodes (1 / response units).
-        slopes: ``(G, J, N)`` ``values[n + 1] - values[n]`` (the last repeated), so that an
-            interpolation needs one lookup in each table instead of two in ``values``.
+        lines: ``(G, J, N + 1)`` complex (``complex64`` for float32 tables): intercept (real
+            part, 1 / response units) and slope per node (imaginary part).
         start: ``(G, J)`` first node (response units).
         spacing: ``(G, J)`` node spacing.
-        inverse_variance: ``(G, J)`` ``1 / s^2``, the slope used beyond the last node.
     """
 
-    values: Tensor
-    slopes: Tensor
+    lines: Tensor
     start: Tensor
     spacing: Tensor
-    inverse_variance: Tensor
 
     @property
     def num_points(self) -> int:
-        return int(self.values.shape[-1])
+        """``N``, the nodes per table."""
+        return int(self.lines.shape[-1]) - 1
+
+
+def _segment_lines(values: Tensor, tail_slope: Tensor) -> Tensor:
+    """``(G, J, N + 1)`` complex lines (see :class:`PotentialTables`) from node values ``(G, J, N)``
+    and the tail slope per node ``(G, J)``; intercepts are formed in float64 (they are
+    differences of values up to ``N`` slopes apart)."""
+    wide = values.double()
+    tail = tail_slope.double().unsqueeze(-1)
+    count = values.shape[-1]
+    slopes = torch.cat((tail, torch.diff(wide, dim=-1), tail), dim=-1)
+    # Segment k starts at node k - 1 (segment 0: one node below the first, on the tail line).
+    starts = torch.cat((wide[..., :1] - tail, wide), dim=-1)
+    nodes = torch.arange(-1, count, device=values.device, dtype=torch.float64)
+    return torch.complex(starts - nodes * slopes, slopes).to(
+        torch.complex128 if values.dtype == torch.float64 else torch.complex64
+    )
 
 
 def build_tables(
@@ -66,7 +90,8 @@ def build_tables(
         std: ``(G, J)`` component standard deviations ``s_j(sigma_g)``.
         num_points: nodes per table (>= 2); with ``nodes_per_std`` the most nodes.
         range_stds: half-width of the table beyond the grid radius, in units of ``s``.
-        chunk_elements: temporary-size bound passed to :func:`mixture_derivative`.
+        chunk_elements: temporary-size bound passed to :func:`mixture_derivative`
+            (``TABLE_CHUNK_ELEMENTS`` if ``None``).
         nodes_per_std: if given, use only as many nodes as needed for a spacing of
             ``s / nodes_per_std`` at the smallest ``s`` (capped at ``num_points``): wide
             components give smooth ``psi'`` that need few nodes (used in training).
@@ -79,25 +104,31 @@ def build_tables(
         needed = float((2.0 * half_width / std.detach()).max()) * nodes_per_std + 1.0
         num_points = max(2, min(num_points, math.ceil(needed)))
     spacing = 2.0 * half_width / (num_points - 1)
-    steps = torch.arange(num_points, device=std.device, dtype=std.dtype)
-    nodes = -half_width.unsqueeze(-1) + steps * spacing.unsqueeze(-1)
+    # psi' is odd (symmetric weights on the symmetric grid of means) and the nodes are
+    # symmetric about 0: evaluate the upper half (node index >= N // 2) only and mirror it.
+    lower = num_points // 2
+    steps = torch.arange(lower, num_points, device=std.device, dtype=std.dtype) - (num_points - 1) / 2.0
+    nodes = steps * spacing.unsqueeze(-1)
     log_weights = experts.log_weights().to(std.dtype)
     rows = groups * num_experts
-    kwargs = {} if chunk_elements is None else {"chunk_elements": chunk_elements}
-    values = mixture_derivative(
-        nodes.reshape(rows, num_points),
+    kwargs = {"chunk_elements": TABLE_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements}
+    upper = mixture_derivative(
+        nodes.reshape(rows, num_points - lower),
         log_weights.unsqueeze(0).expand(groups, -1, -1).reshape(rows, -1),
         std.reshape(rows, 1),
         experts.means.to(std.dtype),
         **kwargs,
-    ).reshape(groups, num_experts, num_points)
-    slopes = torch.diff(values, dim=-1)
-    slopes = torch.cat((slopes, slopes[..., -1:]), dim=-1)
-    return PotentialTables(values, slopes, -half_width, spacing, 1.0 / std.square())
+    ).reshape(groups, num_experts, num_points - lower)
+    values = torch.cat((-upper.flip(-1)[..., :lower], upper), dim=-1)
+    lines = _segment_lines(values, spacing / std.square())
+    return PotentialTables(lines, -half_width, spacing)
 
 
 def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts: slice) -> Tensor:
     """Evaluate tabulated ``psi'`` at ``points``.
+
+    One ``index_select`` of the segment lines (int32 indices into the flattened tables) and one
+    ``addcmul`` per point.
 
     Args:
         tables: from :func:`build_tables`.
@@ -110,14 +141,14 @@ def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts:
     """
     shape = points.shape
     points = points.reshape(shape[0], shape[1], -1)
-    count = tables.num_points
-    start = tables.start[group, experts].unsqueeze(-1)
-    spacing = tables.spacing[group, experts].unsqueeze(-1)
+    num_experts, segments = tables.lines.shape[1:]
+    chosen = torch.arange(num_experts, device=points.device)[experts]
+    table = (group.to(points.device).unsqueeze(-1) * num_experts + chosen).unsqueeze(-1)  # (B, F, 1)
+    start = tables.start.reshape(-1)[table]
+    spacing = tables.spacing.reshape(-1)[table]
     position = (points - start) / spacing
-    inside = position.clamp(0.0, count - 1)
-    lower = inside.detach().clamp(max=count - 2).floor()
-    index = lower.long()
-    below = torch.gather(tables.values[group, experts], -1, index)
-    slope = torch.gather(tables.slopes[group, experts], -1, index)
-    tail_slope = (tables.spacing * tables.inverse_variance)[group, experts].unsqueeze(-1)
-    return (below.addcmul(inside - lower, slope) + (position - inside) * tail_slope).reshape(shape)
+    # Truncation is floor here: the clamp makes the shifted position non-negative.
+    segment = (position.detach() + 1.0).clamp_(0.0, segments - 1).to(torch.int32)
+    segment += (table * segments).to(torch.int32)
+    lines = tables.lines.reshape(-1).index_select(0, segment.reshape(-1)).reshape(segment.shape)
+    return torch.addcmul(lines.real, position, lines.imag).reshape(shape)

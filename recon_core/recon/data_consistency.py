@@ -83,21 +83,19 @@ def refine_data_consistency(
     kspace_residual = data_term.residual(image, coils, maps=maps)
     residual = -data_term.grad_image(image, coils, 1.0, residual=kspace_residual, maps=maps)
     direction = residual.clone()
+    image = image.clone()  # updated in place below
     squared = batch_inner(residual, residual)
     tiny = torch.finfo(squared.dtype).tiny
     for _ in range(max_steps):
-        forward = data_term.residual(direction, coils, maps=maps) + data_term.measured_unshifted
-        product = (
-            data_term.grad_image(direction, coils, 1.0, residual=forward, maps=maps) + damping * direction
-        )
+        product = data_term.normal(direction, maps).add_(direction, alpha=damping)
         curvature = batch_inner(direction, product)
         # A chain whose residual vanished (or whose direction has no curvature) stops moving.
         active = (curvature > tiny) & (squared > tiny)
         step = torch.where(active, squared / curvature.clamp_min(tiny), torch.zeros_like(squared))
-        image = image + per_batch(step, image) * direction
-        residual = residual - per_batch(step, residual) * product
+        image.add_(per_batch(step, image) * direction)
+        residual.sub_(per_batch(step, residual) * product)
         new_squared = batch_inner(residual, residual)
         ratio = torch.where(active, new_squared / squared.clamp_min(tiny), torch.zeros_like(squared))
-        direction = residual + per_batch(ratio, direction) * direction
+        direction.mul_(per_batch(ratio, direction)).add_(residual)
         squared = new_squared
     return image

@@ -48,8 +48,8 @@ MAX_BACKTRACKS = 12
 
 def batch_inner(a: Tensor, b: Tensor) -> Tensor:
     """Real inner product ``Re <a, b>`` per batch entry: ``(B,)``."""
-    product = (a.conj() * b).real if a.is_complex() else a * b
-    return product.flatten(1).sum(dim=1)
+    product = torch.linalg.vecdot(a.flatten(1), b.flatten(1))  # conjugates a; no temporaries
+    return product.real if product.is_complex() else product
 
 
 def project_image(image: Tensor) -> Tensor:
@@ -60,6 +60,14 @@ def project_image(image: Tensor) -> Tensor:
 def per_batch(values: Tensor, like: Tensor) -> Tensor:
     """``(B,)`` values shaped to broadcast over ``like`` ``(B, ...)``."""
     return values.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _take(chosen: Tensor, candidate: Tensor, current: Tensor) -> Tensor:
+    """``candidate`` for the batch entries in ``chosen`` ``(B,)``, ``current`` elsewhere (no copy
+    where every entry is chosen, the common case of a step accepted at its first trial)."""
+    if bool(chosen.all()):
+        return candidate
+    return torch.where(per_batch(chosen, candidate), candidate, current)
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def coil_step(
     value = data_term.value(image, coils, residual=residual)
     grad = data_term.grad_coils(image, coils, residual=residual)
     step = step * COIL_STEP_GROWTH
-    new_coils, new_residual = coils.clone(), residual.clone()
+    new_coils, new_residual = coils, residual  # what a chain whose test never passes keeps
     accepted = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(MAX_BACKTRACKS):
         step_b = per_batch(step, coils)
@@ -110,8 +118,8 @@ def coil_step(
         difference = candidate - coils
         bound = value + batch_inner(grad, difference) + batch_inner(difference, difference) / (2.0 * step)
         newly = (candidate_value <= bound * (1.0 + 1e-6)) & ~accepted
-        new_coils[newly] = candidate[newly]
-        new_residual[newly] = candidate_residual[newly]
+        new_coils = _take(newly, candidate, new_coils)
+        new_residual = _take(newly, candidate_residual, new_residual)
         accepted |= newly
         if bool(accepted.all()):
             break
@@ -124,13 +132,14 @@ class ImageStepResult:
     """Outcome of one MAP image step, with what the next step can reuse.
 
     ``residual`` is ``M F(u s) - y`` and ``gradient`` the objective's gradient, both at the
-    new image (valid for the coils the step was taken with).
+    new image (valid for the coils the step was taken with); ``gradient`` is ``None`` after an
+    unchecked step (``check=False``), which never evaluates it.
     """
 
     image: Tensor
     step: Tensor
     residual: Tensor
-    gradient: Tensor
+    gradient: Tensor | None
 
 
 def image_objective_gradient(
@@ -158,6 +167,7 @@ def image_step(
     sigma: float,
     residual: Tensor | None = None,
     gradient: Tensor | None = None,
+    check: bool = True,
 ) -> ImageStepResult:
     """One projected-gradient step on ``lambda D_1(u, c) + E(u, sigma)`` (``u >= 0`` if real).
 
@@ -175,13 +185,19 @@ def image_step(
         weight: the data weight ``lambda``.
         sigma: the prior's noise level used as the regulariser.
         residual, gradient: at ``(image, coils)`` for this ``weight`` / ``sigma`` if known.
+        check: test the step (the usual path). ``False`` takes the grown step unchecked, as if
+            its test had passed without a new Lipschitz estimate: one gradient evaluation
+            instead of at least two (see :data:`recon_core.recon.map_solver.STEP_CHECK_INTERVAL`).
     """
     maps = normalised_coils(coils)  # the coils stay fixed in this step
     residual = data_term.residual(image, coils, maps) if residual is None else residual
     if gradient is None:
         gradient = image_objective_gradient(data_term, prior, image, coils, weight, sigma, residual, maps)
     step = step * STEP_GROWTH
-    new_image, new_residual, new_gradient = image.clone(), residual.clone(), gradient.clone()
+    if not check:
+        candidate = project_image(image - per_batch(step, image) * gradient)
+        return ImageStepResult(candidate, step, data_term.residual(candidate, coils, maps), None)
+    new_image, new_residual, new_gradient = image, residual, gradient
     accepted = torch.zeros_like(step, dtype=torch.bool)
     limit = torch.full_like(step, math.inf)
     for _ in range(MAX_BACKTRACKS):
@@ -196,9 +212,9 @@ def image_step(
         # 1 / L_loc, the largest step the secant test accepts here (no bound where nothing moved).
         measured = (changed > 0) & (moved > 0)
         local = torch.where(measured, moved / changed.clamp_min(torch.finfo(changed.dtype).tiny), math.inf)
-        new_image[newly] = candidate[newly]
-        new_residual[newly] = candidate_residual[newly]
-        new_gradient[newly] = candidate_gradient[newly]
+        new_image = _take(newly, candidate, new_image)
+        new_residual = _take(newly, candidate_residual, new_residual)
+        new_gradient = _take(newly, candidate_gradient, new_gradient)
         limit = torch.where(newly, LIPSCHITZ_MARGIN * local, limit)
         accepted |= newly
         if bool(accepted.all()):

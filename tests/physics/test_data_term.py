@@ -66,6 +66,30 @@ def test_gradients_match_autograd(shape: tuple[int, int], whole_readouts: bool, 
     )
 
 
+@pytest.mark.parametrize("whole_readouts", [False, True])
+@pytest.mark.parametrize("complex_image", [False, True])
+def test_normal_operator_is_the_hessian_and_self_adjoint(
+    whole_readouts: bool, complex_image: bool, device: torch.device
+) -> None:
+    """``normal(u) = A^H A u``: the image gradient of the data term without data, and
+    ``<v, A^H A u> = <A v, A u>`` (the dot-product test)."""
+    data_term, image, coils = _problem((8, 10), device, whole_readouts)
+    generator = torch.Generator().manual_seed(5)
+    other = torch.rand(image.shape, generator=generator).to(device)
+    if complex_image:
+        image = image + 1j * torch.rand(image.shape, generator=generator).to(device)
+        other = other - 0.5j * torch.rand(image.shape, generator=generator).to(device)
+    maps = normalised_coils(coils)
+    silent = JointDataTerm(kspace=torch.zeros_like(data_term.kspace), mask=data_term.mask)
+    normal = data_term.normal(image, maps)
+    assert normal.shape == image.shape and normal.dtype == image.dtype
+    torch.testing.assert_close(normal, silent.grad_image(image, coils, 1.0, maps=maps))
+    forward_u = silent.residual(image, coils, maps)
+    forward_v = silent.residual(other, coils, maps)
+    left = (other.conj() * normal).real.sum() if complex_image else (other * normal).sum()
+    torch.testing.assert_close(left, (forward_v.conj() * forward_u).real.sum(), rtol=1e-5, atol=1e-5)
+
+
 def test_coil_scale_invariance(device: torch.device) -> None:
     data_term, image, coils = _problem((6, 6), device)
     rescaled = normalise_coil_scale(coils)

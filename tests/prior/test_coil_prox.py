@@ -28,6 +28,21 @@ def test_dct_matches_scipy_and_inverts(shape: tuple[int, int], device: torch.dev
     torch.testing.assert_close(idct2(coefficients).cpu(), x, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 8), (9, 4)])
+def test_complex_dct_is_the_dct_of_each_part(shape: tuple[int, int], device: torch.device) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 3, *shape), generator=generator, dtype=torch.complex128)
+    expected = scipy_fft.dctn(x.real.numpy(), axes=(-2, -1), norm="ortho") + 1j * scipy_fft.dctn(
+        x.imag.numpy(), axes=(-2, -1), norm="ortho"
+    )
+    coefficients = dct2(x.to(device))
+    torch.testing.assert_close(coefficients.cpu(), torch.from_numpy(expected), rtol=0, atol=1e-12)
+    torch.testing.assert_close(idct2(coefficients).cpu(), x, rtol=0, atol=1e-12)
+    single = dct2(x.to(device, torch.complex64))
+    assert single.dtype == torch.complex64
+    torch.testing.assert_close(single.cpu(), coefficients.cpu().to(torch.complex64), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (8, 6)])
 def test_dct_operator_adjoint(shape: tuple[int, int], device: torch.device) -> None:
     operator = DCT2Operator()

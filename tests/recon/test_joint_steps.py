@@ -9,7 +9,7 @@ from torch import Tensor
 
 from recon_core.physics.data_term import JointDataTerm, normalise_coil_scale, normalised_coils
 from recon_core.physics.operators import FFT2Operator
-from recon_core.recon.joint_steps import coil_step, image_step
+from recon_core.recon.joint_steps import STEP_GROWTH, coil_step, image_step
 from recon_core.sim.masks import random_lines_mask
 from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
@@ -56,6 +56,19 @@ def test_a_stationary_point_keeps_a_usable_step() -> None:
     result = image_step(silent, FlatPrior(), image, coils, torch.tensor([0.5]), 1.0, 0.0)
     assert torch.equal(result.image, image)
     assert float(result.step) > 0.5
+
+
+def test_an_unchecked_step_takes_the_first_trial_step_and_grows_it() -> None:
+    """``check=False``: the candidate a checked step tries first, its residual, no gradient, and
+    the grown step returned as if accepted."""
+    data_term, truth, coils = _problem(random_lines_mask((32, 32), 2.0, 0.2, seed=0))
+    image, step = 0.5 * truth, torch.tensor([0.3])
+    unchecked = image_step(data_term, FlatPrior(), image, coils, step, 1.0, 0.0, check=False)
+    checked = image_step(data_term, FlatPrior(), image, coils, step, 1.0, 0.0)
+    assert float(checked.step) <= float(unchecked.step) == float(torch.tensor(0.3) * STEP_GROWTH)
+    torch.testing.assert_close(unchecked.image, checked.image)  # the first trial passed the test
+    torch.testing.assert_close(unchecked.residual, data_term.residual(unchecked.image, coils))
+    assert unchecked.gradient is None and checked.gradient is not None
 
 
 def test_a_coil_step_centred_on_the_true_maps_keeps_them_and_one_centred_on_zero_does_not() -> None:
