@@ -12,7 +12,8 @@ Slices: ``berkeley``, the fully sampled Berkeley 8-coil brain (230 x 180, from
 default (a): 1D random R=4, 8 % centre); ``synthetic``, a 256 x 256 Shepp-Logan phantom seen
 by 32 birdcage coils with complex noise, equispaced R=4 + 24 calibration lines.
 
-Rows: PoGMDM presets (``fast``, ``balanced``, ``quality``) and the peers BART ``ecalib`` +
+Rows: PoGMDM presets (``fast``, ``balanced``, ``quality`` by default; ``posterior_pc`` and
+``jackknife`` on request) and the peers BART ``ecalib`` +
 ``pics -l1`` (``pics``, ESPIRiT included in its time) and BART ``nlinv`` (``nlinv``), each on
 1 and 2 CPU threads (``--threads``) and on CUDA when present (``--devices``). Every row runs in
 its own child process, so its thread count (``OMP_NUM_THREADS`` and ``torch.set_num_threads``)
@@ -52,7 +53,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-PRESETS = ("fast", "balanced", "quality")
+PRESETS = ("fast", "balanced", "quality", "posterior_pc", "jackknife")
+DEFAULT_PRESETS = ("fast", "balanced", "quality")
 PEERS = ("pics", "nlinv")
 SLICES = ("berkeley", "synthetic")
 PICS_REGULARISATION = 1e-3  # the middle of bench/quality.py's grid
@@ -266,7 +268,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--presets", default=",".join(PRESETS), help="PoGMDM presets ('' for none)")
+    parser.add_argument(
+        "--presets", default=",".join(DEFAULT_PRESETS), help=f"PoGMDM presets out of {PRESETS} ('' for none)"
+    )
     parser.add_argument("--peers", default=",".join(PEERS), help="subset of pics,nlinv ('' for none)")
     parser.add_argument("--slices", default=",".join(SLICES), help="subset of berkeley,synthetic")
     parser.add_argument("--threads", default="1,2", help="CPU thread counts")

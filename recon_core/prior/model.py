@@ -193,12 +193,14 @@ class PoGMDM(nn.Module):
         if self._recording():
             return self.bank.half_transfer(height, width).to(complex_dtype)
         key = self._cache_key("transfer", height, width, self.experts.means.device, complex_dtype)
-        if key not in self._cache:
+        cached = self._cache.get(key)  # one lookup: another thread may clear the cache meanwhile
+        if cached is None:
             if len(self._cache) > 16:
                 self._cache.clear()
             with torch.no_grad():
-                self._cache[key] = self.bank.half_transfer(height, width).to(complex_dtype)
-        return self._cache[key]
+                cached = self.bank.half_transfer(height, width).to(complex_dtype)
+            self._cache[key] = cached
+        return cached
 
     def gains(self) -> Tensor:
         """``(J,)`` gains ``eta_j``: learned, or the filters' (cached like :meth:`transfer`)."""
@@ -207,10 +209,12 @@ class PoGMDM(nn.Module):
         if self._recording():
             return self.bank.gains()
         key = self._cache_key("gains")
-        if key not in self._cache:
+        cached = self._cache.get(key)
+        if cached is None:
             with torch.no_grad():
-                self._cache[key] = self.bank.gains()
-        return self._cache[key]
+                cached = self.bank.gains()
+            self._cache[key] = cached
+        return cached
 
     def component_std(self, sigma: Tensor) -> Tensor:
         """``(B, J)`` ``s_j(sigma_b)`` for ``sigma`` ``(B,)``."""
@@ -338,13 +342,15 @@ class TabulatedPoGMDM:
     ) -> PotentialTables:
         versions = tuple((param.data_ptr(), param._version) for param in self.model.parameters())
         key = (sigma, device, dtype, nodes_per_std, versions)
-        if key not in self._tables:
+        tables = self._tables.get(key)  # one lookup: slices reconstructed side by side share this
+        if tables is None:
             if len(self._tables) >= self.max_cached_levels:
                 self._tables.clear()
             with torch.no_grad():
                 level = torch.tensor([sigma], device=device, dtype=dtype)
-                self._tables[key] = self.model.tables(level, self.num_points, nodes_per_std)
-        return self._tables[key]
+                tables = self.model.tables(level, self.num_points, nodes_per_std)
+            self._tables[key] = tables
+        return tables
 
     def energy(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         return self.model.energy(x, sigma)
