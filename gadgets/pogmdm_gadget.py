@@ -7,7 +7,11 @@ Chain XMLs name them as ``<execute name="gadgets.pogmdm_gadget" target="..." typ
   ACQ_LAST_IN_SLICE and flushing what is left when the stream closes;
 * :func:`reconstruct_buffers` takes ReconData (message 1023) from BucketToBufferGadget.
 
-Anything else on the connection is passed on unchanged. A slice that fails is logged on
+Slices are reconstructed side by side where the ``parallel_slices`` property allows
+(:mod:`gadgets.pipeline`; auto: 1 on a GPU, on a CPU the torch threads up to 4, each slice on its
+share of them) while the stream is read on; each slice's images leave as soon as it and the
+slices received before it are done, in arrival order and with the image indices of a one-by-one
+run. Anything else on the connection is passed on unchanged. A slice that fails is logged on
 stderr *and* reported to Gadgetron as an ERROR message (id 8, which Gadgetron's external
 channel turns into a failed chain); the gadget then raises :class:`ReconstructionError` when the
 stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silent, and every
@@ -127,8 +131,10 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         else:
             raise ValueError(f"unknown gadget source {source!r}")
     finally:
-        session.deliver(wait=True)  # every slice received gets its images or its error
-        session.pipeline.close()
+        try:
+            session.deliver(wait=True)  # every slice received gets its images or its error
+        finally:
+            session.pipeline.close()
     session.finish()
 
 
