@@ -75,38 +75,39 @@ class RecordingConnection:
             end.close()
 
 
-@pytest.mark.skipif(
-    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
-)
-def test_each_slice_is_sent_before_the_next_one_is_read(tmp_path: Path) -> None:
-    raw = shepp_logan_raw(tmp_path / "two.h5", matrix=32, coils=4, repetitions=2, noise_level=0.005)
+def _stream(
+    tmp_path: Path, repetitions: int, workers: int, hold: bool
+) -> tuple[RecordingConnection, int, int]:
+    """Run the gadget over a ``repetitions``-slice raw file; ``hold``: the reader waits for an
+    image before the second slice. Returns the connection, the readouts taken once the second
+    slice starts and the readouts in all."""
+    raw = shepp_logan_raw(tmp_path / "raw.h5", matrix=32, coils=4, repetitions=repetitions, noise_level=0.005)
     header, acquisitions = read_raw(raw)
-    repetitions = [acquisition.idx.repetition for acquisition in acquisitions]
-    first_of_second = repetitions.index(1) + 1  # readouts taken once the second one starts
-    connection = RecordingConnection(header, acquisitions, workers=1)
+    first_of_second = [acquisition.idx.repetition for acquisition in acquisitions].index(1) + 1
+    connection = RecordingConnection(header, acquisitions, workers, first_of_second if hold else 0)
     try:
         run_gadget(connection, "acquisitions")
     finally:
         connection.close()
+    return connection, first_of_second, len(acquisitions)
+
+
+@pytest.mark.skipif(
+    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
+)
+def test_each_slice_is_sent_before_the_next_one_is_read(tmp_path: Path) -> None:
+    connection, first_of_second, total = _stream(tmp_path, repetitions=2, workers=1, hold=False)
     images = [taken for kind, taken in connection.sent if kind == "Image"]
     assert len(images) == 2, connection.sent
     assert images[0] < first_of_second, f"first image sent after {images[0]} readouts: held back"
-    assert images[1] == len(acquisitions)
+    assert images[1] == total
 
 
 @pytest.mark.skipif(
     not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
 )
 def test_side_by_side_slices_leave_as_soon_as_done_and_in_order(tmp_path: Path) -> None:
-    raw = shepp_logan_raw(tmp_path / "three.h5", matrix=32, coils=4, repetitions=3, noise_level=0.005)
-    header, acquisitions = read_raw(raw)
-    repetitions = [acquisition.idx.repetition for acquisition in acquisitions]
-    first_of_second = repetitions.index(1) + 1
-    connection = RecordingConnection(header, acquisitions, workers=2, hold_at=first_of_second)
-    try:
-        run_gadget(connection, "acquisitions")
-    finally:
-        connection.close()
+    connection, first_of_second, _ = _stream(tmp_path, repetitions=3, workers=2, hold=True)
     assert not connection.held_until_timeout, "no image left while the reader waited: held back"
     images = [taken for kind, taken in connection.sent if kind == "Image"]
     assert len(images) == 3, connection.sent
