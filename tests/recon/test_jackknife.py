@@ -103,3 +103,22 @@ def test_reconstruct_with_the_jackknife(device: torch.device) -> None:
     again = reconstruct(data, config, SmoothTVPrior())
     assert torch.equal(result.image, again.image) and torch.equal(result.std, again.std)
     assert load_preset("jackknife").method == "jackknife"
+
+
+def test_jackknife_with_two_map_sets() -> None:
+    """Soft SENSE (image ``(B, S, H, W)``): the replicates start from their own zero-filled data
+    in the first set and zero in the second, and the std is one ``(H, W)`` map."""
+    from smooth_prior import SmoothTVPrior
+    from test_reconstruction import NOISE_STD, SIZE, _config, _phantom_slice
+
+    from recon_core.recon.reconstruction import reconstruct
+
+    device = torch.device("cpu")
+    data, reference = _phantom_slice(NOISE_STD, device, mask=equispaced_lines_mask((SIZE, SIZE), 2, 16))
+    config = _config(
+        "jackknife", device, map_iterations=20, num_chains=3, data_consistency_steps=20, map_sets=2
+    )
+    result = reconstruct(data, config, SmoothTVPrior())
+    assert result.info["map_sets"] == 2 and result.std is not None
+    assert result.std.shape == reference.shape and bool(torch.isfinite(result.std).all())
+    assert float(result.std.max()) > 0.0
