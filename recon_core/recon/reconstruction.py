@@ -2,7 +2,7 @@
 
     result = reconstruct(kspace_slice, load_preset("balanced"), prior=None, progress=callback)
     result.image      # (H, W) float32 magnitude, in the units of the input data
-    result.std        # (H, W) float32 posterior std (posterior method), None for MAP
+    result.std        # (H, W) float32 posterior (or jackknife) std, None for MAP
     result.coil_maps  # (C, H, W) complex64 RSS-normalised sensitivities
     result.info       # method, timings, noise level, data weight, scale factor, ...
 
@@ -14,9 +14,9 @@ stages:
    acquired k-space (:mod:`recon_core.physics.noise_estimation`); divide the data by the
    maximum of the zero-filled RSS image; start the coils (ESPIRiT where a calibration block
    exists, else the low-passed zero-filled coil images) and the image (zero-filled combination).
-2. **Solve**: MAP (:mod:`recon_core.recon.map_solver`), annealed Langevin
-   (:mod:`recon_core.recon.sampler`) or predictor-corrector chains
-   (:mod:`recon_core.recon.pc_sampler`, ``posterior_pc``) with the data weight
+2. **Solve**: MAP (:mod:`recon_core.recon.map_solver`; with ``jackknife`` also its replicates,
+   :mod:`recon_core.recon.jackknife`), annealed Langevin (:mod:`recon_core.recon.sampler`) or
+   predictor-corrector chains (:mod:`recon_core.recon.pc_sampler`, ``posterior_pc``) with the data weight
    ``lambda = data_weight_scale / (sigma_n^2 + sigma^2)``, then the damped data refinement
    (:mod:`recon_core.recon.data_consistency`).
 3. **Summarise**: undo the scale, average the chains' coils, fill ``info``.
@@ -64,8 +64,9 @@ class ReconResult:
             (noise of unit complex variance per k-space sample, i.e. SNR units, as Gadgetron's
             own reconstructions after noise adjustment). The posterior mean for
             ``method="posterior"``, the MAP estimate otherwise.
-        std: ``(H, W)`` float32 pixel-wise posterior standard deviation (same units), or
-            ``None`` for the MAP method.
+        std: ``(H, W)`` float32 pixel-wise posterior standard deviation (same units; for
+            ``method="jackknife"`` the jackknife's estimate of the image's error), or ``None``
+            for the MAP method.
         coil_maps: ``(C, H, W)`` complex64 RSS-normalised sensitivities ``s_c``.
         info: diagnostics: ``method``, ``device``, ``scale_factor``, ``noise_std`` (input
             units, per real component), ``noise_std_normalised``, ``noise_source``
