@@ -40,14 +40,13 @@ class Outcome(Generic[Key, Value]):
     error: BaseException | None
 
 
-def auto_workers(device: torch.device, threads: int | None = None) -> int:
+def auto_workers(device: torch.device) -> int:
     """Slices to reconstruct at once when the ``parallel_slices`` property is 0 (auto): 1 on a
     GPU; on a CPU the intra-op threads torch was given (``OMP_NUM_THREADS``, by default the
     cores), at most :data:`MAX_AUTO_WORKERS`."""
     if device.type != "cpu":
         return 1
-    available = torch.get_num_threads() if threads is None else threads
-    return max(1, min(MAX_AUTO_WORKERS, available))
+    return max(1, min(MAX_AUTO_WORKERS, torch.get_num_threads()))
 
 
 def share_threads(workers: int) -> int:
@@ -72,7 +71,6 @@ class OrderedPipeline(Generic[Key, Value]):
     def __init__(self, workers: int, on_done: Callable[[], None] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.workers = workers
         self._on_done = on_done
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pogmdm-slice") if workers > 1 else None
         self._pending: deque[tuple[Key, Future[Value]]] = deque()
@@ -80,20 +78,18 @@ class OrderedPipeline(Generic[Key, Value]):
     def submit(self, key: Key, job: Callable[[], Value]) -> None:
         """Start ``job`` (or run it now with one worker); its outcome waits in line."""
         future: Future[Value]
-        if self._pool is not None:
-            future = self._pool.submit(job)
-            self._pending.append((key, future))
-            if self._on_done is not None:
-                on_done = self._on_done
-                future.add_done_callback(lambda _future: on_done())
-            return
-        else:
+        if self._pool is None:
             future = Future()
             try:
                 future.set_result(job())
             except Exception as error:  # handed back as the job's outcome, like a worker's
                 future.set_exception(error)
-        self._pending.append((key, future))
+        else:
+            future = self._pool.submit(job)
+        self._pending.append((key, future))  # in line before ``on_done`` can look for it
+        if self._pool is not None and self._on_done is not None:
+            on_done = self._on_done
+            future.add_done_callback(lambda _future: on_done())
 
     def __len__(self) -> int:
         return len(self._pending)
