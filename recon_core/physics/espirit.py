@@ -55,6 +55,11 @@ class CalibrationRegion:
     def shape(self) -> tuple[int, int]:
         return self.ky_stop - self.ky_start, self.kx_stop - self.kx_start
 
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(ky, kx)`` slices of the block, for indexing the last two axes."""
+        return slice(self.ky_start, self.ky_stop), slice(self.kx_start, self.kx_stop)
+
 
 @dataclass(frozen=True)
 class EspiritMaps:
@@ -172,7 +177,7 @@ def espirit_maps(
     if min(rows, cols) < kernel + 2:
         raise ValueError(f"calibration block {rows}x{cols} is too small for a {kernel}x{kernel} kernel")
     channels, height, width = kspace.shape
-    block = kspace[:, region.ky_start : region.ky_stop, region.kx_start : region.kx_stop]
+    block = kspace[(..., *region.slices)]
     block = block.to(torch.complex64)
     patches = _patches(block, kernel)
     _, singular, right = torch.linalg.svd(patches, full_matrices=False)

@@ -68,7 +68,7 @@ def deletion_masks(mask: Tensor, groups: int, seed: int) -> Tensor:
     region = calibration_region(mask)
     if region is not None:
         block = torch.zeros_like(mask)
-        block[region.ky_start : region.ky_stop, region.kx_start : region.kx_stop] = True
+        block[region.slices] = True
         eligible &= ~(block.any(dim=-1) if rows else block.reshape(-1)).to(eligible.device)
     if int(eligible.sum()) < groups:
         eligible = acquired
@@ -89,19 +89,18 @@ def deletion_masks(mask: Tensor, groups: int, seed: int) -> Tensor:
     return masks
 
 
-def jackknife_std(full: Tensor, replicates: Tensor) -> Tensor:
+def jackknife_std(replicates: Tensor) -> Tensor:
     """``sqrt`` of the jackknife variance, averaged over ``3 x 3`` neighbourhoods (module docstring).
 
     Args:
-        full: ``(H, W)`` the full-data estimate (only its shape and dtype are checked).
         replicates: ``(m, H, W)`` real estimates with one group left out each, ``m >= 2``.
 
     Returns:
         ``(H, W)`` std in the units of the images (edges: the average over the pixels inside).
     """
     count = replicates.shape[0]
-    if count < 2 or tuple(replicates.shape[1:]) != tuple(full.shape):
-        raise ValueError(f"need (m >= 2, {tuple(full.shape)}) replicates, got {tuple(replicates.shape)}")
+    if replicates.ndim != 3 or count < 2:
+        raise ValueError(f"need (m >= 2, H, W) replicates, got {tuple(replicates.shape)}")
     spread = replicates - replicates.mean(dim=0, keepdim=True)
     variance = (count - 1) / count * spread.square().sum(dim=0)
     pad = NEIGHBOURHOOD // 2

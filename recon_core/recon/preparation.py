@@ -228,8 +228,7 @@ def _low_resolution_phase(
     30.5 dB without it, 33.5 dB with it (MAP, final level 0.001).
     """
     block = torch.zeros_like(kspace)
-    rows, cols = slice(region.ky_start, region.ky_stop), slice(region.kx_start, region.kx_stop)
-    block[:, rows, cols] = kspace[:, rows, cols]
+    block[(..., *region.slices)] = kspace[(..., *region.slices)]
     low = initial_coils(FFT2Operator().adjoint(block), config.coil_init_cutoff, COIL_PRIOR_ORDER)
     combined = (maps.conj() * low).sum(dim=-3)
     return combined / combined.abs().clamp_min(1e-12)

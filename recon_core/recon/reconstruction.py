@@ -41,7 +41,7 @@ from recon_core.recon.config import ReconConfig
 from recon_core.recon.data_consistency import refine_data_consistency
 from recon_core.recon.jackknife import deletion_masks, jackknife_std
 from recon_core.recon.joint_steps import project_image
-from recon_core.recon.map_solver import solve_map
+from recon_core.recon.map_solver import MapResult, solve_map
 from recon_core.recon.pc_sampler import sample_posterior_pc
 from recon_core.recon.preparation import PreparedSlice, prepare_slice, start_image
 from recon_core.recon.sampler import SamplerResult, geometric_sigmas, sample_posterior, unit_noise
@@ -210,29 +210,16 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
     batch = 1 if config.method == "map" else config.num_chains
     coils = coil_start.coils.unsqueeze(0).repeat(batch, 1, 1, 1)
     generator = torch.Generator(device=prepared.device).manual_seed(config.seed)
-    damping = (sigma_n / config.data_consistency_amplitude) ** 2
 
     def run_map(progress_map: Progress | None) -> tuple[Tensor, Tensor, list[float], list[float]]:
-        map_sigmas, map_weights = _map_schedule(config, sigma_n)
-        result = solve_map(
-            data_term,
-            prior,
-            prepared.start_image.unsqueeze(0),
-            coils[:1],
-            map_sigmas,
-            map_weights,
-            config.coil_smoothness,
-            progress_map,
-            coil_order=COIL_PRIOR_ORDER,
-            coil_anchor=coil_start.anchor,
+        result, map_sigmas, map_weights = _map_estimate(
+            prepared, config, data_term, prepared.start_image.unsqueeze(0), coils[:1], progress_map
         )
         return result.image, result.coils, map_sigmas, map_weights
 
     if config.method == "map":
         map_image, final_coils, sigmas, weights = run_map(progress)
-        map_image = refine_data_consistency(
-            data_term, map_image, final_coils, config.data_consistency_steps, damping
-        )
+        map_image = _refined(prepared, config, data_term, map_image, final_coils)
         image = _combine_sets(map_image, extra_maps)[0]
         return _Solution(image, None, final_coils, sigmas, weights, config.map_iterations, batch)
     sigmas = geometric_sigmas(*_chain_levels(config, sigma_n), config.num_noise_levels)
@@ -246,14 +233,14 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
         total = config.map_iterations + moves
         map_image, map_coils, _, _ = run_map(_offset_progress(progress, 0, total))
         sampler_progress = _offset_progress(progress, config.map_iterations, total)
-        start_image = map_image
+        chain_start = map_image
         coils = map_coils.repeat(batch, 1, 1, 1)
     elif config.initialisation == "zero_filled":
-        start_image = prepared.start_image.unsqueeze(0)
+        chain_start = prepared.start_image.unsqueeze(0)
     else:
-        start_image = torch.zeros_like(prepared.start_image)[None]
-    noise = unit_noise(start_image.expand(batch, -1, -1), generator)
-    image = project_image(start_image + sigmas[0] * noise)
+        chain_start = torch.zeros_like(prepared.start_image)[None]
+    noise = unit_noise(chain_start.expand(batch, -1, -1), generator)
+    image = project_image(chain_start + sigmas[0] * noise)
     samples = _run_chains(
         config,
         data_term,
@@ -268,9 +255,7 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
     )
     # The magnitude is invariant to how each chain splits a smooth phase between image and
     # coils; mean and std are taken over the chains' magnitudes.
-    chains = refine_data_consistency(  # every chain, both samplers (config docs)
-        data_term, samples.samples, samples.coils, config.data_consistency_steps, damping
-    )
+    chains = _refined(prepared, config, data_term, samples.samples, samples.coils)  # both samplers
     magnitudes = _combine_sets(chains, extra_maps)
     iterations = samples.steps + (config.map_iterations if config.initialisation == "map" else 0)
     return _Solution(
@@ -284,36 +269,55 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
     )
 
 
-def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
-    """Stage 2 of ``method="jackknife"``: the MAP estimate of the full data and of ``num_chains``
-    replicates with one group of lines left out each, in one batch; the std is the jackknife's
-    (:mod:`recon_core.recon.jackknife`)."""
-    data_term, coil_start, sigma_n = prepared.data_term, prepared.coil_start, prepared.sigma_n
-    replicates = deletion_masks(data_term.mask, config.num_chains, config.seed)
-    masks = torch.cat((data_term.mask.unsqueeze(0), replicates))
-    batched = JointDataTerm(kspace=data_term.kspace, mask=masks, extra_maps=coil_start.extra_maps)
-    zero_filled = FFT2Operator().adjoint(batched.kspace * masks.unsqueeze(1))
-    images = start_image(zero_filled, coil_start.coils, config, coil_start.extra_maps)
-    coils = coil_start.coils.unsqueeze(0).repeat(masks.shape[0], 1, 1, 1)
-    sigmas, weights = _map_schedule(config, sigma_n)
+def _map_estimate(
+    prepared: PreparedSlice,
+    config: ReconConfig,
+    data_term: JointDataTerm,
+    image: Tensor,
+    coils: Tensor,
+    progress: Progress | None,
+) -> tuple[MapResult, list[float], list[float]]:
+    """The MAP solver from ``image`` ``(B, ...)`` and ``coils`` ``(B, C, H, W)`` along the
+    configured continuation; also returns its prior levels and data weights."""
+    sigmas, weights = _map_schedule(config, prepared.sigma_n)
     result = solve_map(
-        batched,
+        data_term,
         prepared.prior,
-        images,
+        image,
         coils,
         sigmas,
         weights,
         config.coil_smoothness,
         progress,
         coil_order=COIL_PRIOR_ORDER,
-        coil_anchor=coil_start.anchor,
+        coil_anchor=prepared.coil_start.anchor,
     )
-    damping = (sigma_n / config.data_consistency_amplitude) ** 2
-    refined = refine_data_consistency(
-        batched, result.image, result.coils, config.data_consistency_steps, damping
-    )
+    return result, sigmas, weights
+
+
+def _refined(
+    prepared: PreparedSlice, config: ReconConfig, data_term: JointDataTerm, images: Tensor, coils: Tensor
+) -> Tensor:
+    """The damped data refinement of ``images`` (damping ``(sigma_n / tau)^2``, coils fixed)."""
+    damping = (prepared.sigma_n / config.data_consistency_amplitude) ** 2
+    return refine_data_consistency(data_term, images, coils, config.data_consistency_steps, damping)
+
+
+def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
+    """Stage 2 of ``method="jackknife"``: the MAP estimate of the full data and of ``num_chains``
+    replicates with one group of lines left out each, in one batch; the std is the jackknife's
+    (:mod:`recon_core.recon.jackknife`)."""
+    data_term, coil_start = prepared.data_term, prepared.coil_start
+    replicates = deletion_masks(data_term.mask, config.num_chains, config.seed)
+    masks = torch.cat((data_term.mask.unsqueeze(0), replicates))
+    batched = JointDataTerm(kspace=data_term.kspace, mask=masks, extra_maps=coil_start.extra_maps)
+    zero_filled = FFT2Operator().adjoint(batched.kspace * masks.unsqueeze(1))
+    images = start_image(zero_filled, coil_start.coils, config, coil_start.extra_maps)
+    coils = coil_start.coils.unsqueeze(0).repeat(masks.shape[0], 1, 1, 1)
+    result, sigmas, weights = _map_estimate(prepared, config, batched, images, coils, progress)
+    refined = _refined(prepared, config, batched, result.image, result.coils)
     magnitudes = _combine_sets(refined, coil_start.extra_maps)
-    std = jackknife_std(magnitudes[0], magnitudes[1:])
+    std = jackknife_std(magnitudes[1:])
     return _Solution(
         magnitudes[0], std, result.coils[:1], sigmas, weights, config.map_iterations, replicates.shape[0]
     )

@@ -74,10 +74,10 @@ def test_jackknife_of_a_mean_is_the_standard_error() -> None:
     replicates = (samples.sum(0, keepdim=True) - samples) / (count - 1)
     expected = samples.var(0, unbiased=True) / count
     averaged = functional.avg_pool2d(expected[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
-    torch.testing.assert_close(jackknife_std(full, replicates), averaged.sqrt())
-    assert float(jackknife_std(full, full.expand(4, -1, -1)).abs().max()) == 0.0
+    torch.testing.assert_close(jackknife_std(replicates), averaged.sqrt())
+    assert float(jackknife_std(full.expand(4, -1, -1)).abs().max()) == 0.0
     with pytest.raises(ValueError, match="replicates"):
-        jackknife_std(full, replicates[:1])
+        jackknife_std(replicates[:1])
 
 
 def test_reconstruct_with_the_jackknife(device: torch.device) -> None:
