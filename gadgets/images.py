@@ -144,7 +144,8 @@ def std_meta(settings: GadgetSettings) -> dict[str, str]:
         what = (
             f"error of the image: delete-a-group jackknife over {chains} replicates, each leaving "
             f"1/{chains} of the acquired lines outside the calibration block out "
-            "(variance (m-1)/m sum (x_i - mean)^2, averaged over 3x3 pixels)"
+            "(root of variance (m-1)/m sum (x_i - mean)^2 plus squared bias ((m-1)(mean - x))^2, "
+            "averaged over 3x3 pixels)"
         )
     else:
         what = "magnitude of the posterior samples (pixel-wise sample std over the chains, 1/(B-1))"
@@ -164,7 +165,7 @@ def image_comment(kind: str, settings: GadgetSettings) -> str:
     if config.method == "map":
         method = f"PoGMDM MAP {config.map_iterations} it"
     elif config.method == "jackknife":
-        label = f"jackknife std (image units) {config.num_chains} groups, " if kind == "std" else ""
+        label = f"jackknife RMS error (image units) {config.num_chains} groups, " if kind == "std" else ""
         method = f"PoGMDM {label}MAP {config.map_iterations} it"
     else:
         label = "posterior std (image units)" if kind == "std" else "posterior mean"

@@ -41,9 +41,10 @@ class ReconConfig:
             ``"posterior_pc"`` (ScoreMRI-style predictor-corrector chains from ``sigma_max``
             down to the noise level, :mod:`recon_core.recon.pc_sampler`: mean and std),
             ``"map"`` (deterministic alternating proximal gradient; no std map) or
-            ``"jackknife"`` (the MAP estimate and a delete-a-group jackknife std over
-            ``num_chains`` replicates that each leave one group of the acquired lines out,
-            :mod:`recon_core.recon.jackknife`: the std map that follows the error,
+            ``"jackknife"`` (the MAP estimate and the delete-a-group jackknife's RMS error
+            (variance plus squared bias) over ``num_chains`` replicates that each leave one
+            group of the acquired lines out, :mod:`recon_core.recon.jackknife`: the error map
+            that follows the error,
             docs/benchmarks.md; costs ``num_chains + 1`` MAP reconstructions).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: random seed (same seed, same result on the same device).

@@ -39,7 +39,7 @@ from recon_core.prior.base import DiffusionImagePrior
 from recon_core.prior.coil_prior import COIL_PRIOR_ORDER
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.data_consistency import refine_data_consistency
-from recon_core.recon.jackknife import deletion_masks, jackknife_std
+from recon_core.recon.jackknife import deletion_masks, jackknife_error
 from recon_core.recon.joint_steps import project_image
 from recon_core.recon.map_solver import MapResult, solve_map
 from recon_core.recon.pc_sampler import sample_posterior_pc
@@ -317,7 +317,7 @@ def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Pro
     result, sigmas, weights = _map_estimate(prepared, config, batched, images, coils, progress)
     refined = _refined(prepared, config, batched, result.image, result.coils)
     magnitudes = _combine_sets(refined, coil_start.extra_maps)
-    std = jackknife_std(magnitudes[1:])
+    std = jackknife_error(magnitudes[1:], magnitudes[0])
     return _Solution(
         magnitudes[0], std, result.coils[:1], sigmas, weights, config.map_iterations, replicates.shape[0]
     )

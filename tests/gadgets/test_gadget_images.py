@@ -156,7 +156,7 @@ def test_jackknife_std_series_says_what_it_is() -> None:
     image, std = images_for_slice(_result(40, 24, True), _assembled(encoding), encoding, settings, 1)
     meta = ismrmrd.Meta.deserialize(std.attribute_string)
     assert meta["ImageComments"] == (
-        "PoGMDM jackknife std (image units) 8 groups, MAP 100 it seed 0 preset jackknife"
+        "PoGMDM jackknife RMS error (image units) 8 groups, MAP 100 it seed 0 preset jackknife"
     )
     assert meta["PogmdmSampler"] == "jackknife" and "delete-a-group jackknife over 8" in meta["PogmdmStdOf"]
     image_meta = ismrmrd.Meta.deserialize(image.attribute_string)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as functional
 
 from recon_core.physics.espirit import calibration_region
-from recon_core.recon.jackknife import deletion_masks, jackknife_std
+from recon_core.recon.jackknife import deletion_masks, jackknife_error
 from recon_core.sim.masks import equispaced_lines_mask, poisson_disc_mask
 
 
@@ -74,10 +74,29 @@ def test_jackknife_of_a_mean_is_the_standard_error() -> None:
     replicates = (samples.sum(0, keepdim=True) - samples) / (count - 1)
     expected = samples.var(0, unbiased=True) / count
     averaged = functional.avg_pool2d(expected[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
-    torch.testing.assert_close(jackknife_std(replicates), averaged.sqrt())
-    assert float(jackknife_std(full.expand(4, -1, -1)).abs().max()) == 0.0
+    torch.testing.assert_close(jackknife_error(replicates, full), averaged.sqrt())  # no bias
+    assert float(jackknife_error(full.expand(4, -1, -1), full).abs().max()) == 0.0
     with pytest.raises(ValueError, match="replicates"):
-        jackknife_std(replicates[:1])
+        jackknife_error(replicates[:1], full)
+    with pytest.raises(ValueError, match="shape"):
+        jackknife_error(replicates, full[:5])
+
+
+def test_jackknife_bias_of_the_plug_in_variance() -> None:
+    """The plug-in variance ``(1/n) sum (x - mean)^2`` is biased by ``-sigma^2 / n``; leave-one-out
+    replicates estimate that bias exactly as ``-theta / (n - 1)`` (the jackknife's classic
+    example), and the map adds its square to the jackknife variance."""
+    generator = torch.Generator().manual_seed(1)
+    samples = torch.randn((6, 8, 7), generator=generator, dtype=torch.float64)
+    count = samples.shape[0]
+    theta = samples.var(0, unbiased=False)
+    left_out = [torch.cat((samples[:i], samples[i + 1 :])) for i in range(count)]
+    replicates = torch.stack([part.var(0, unbiased=False) for part in left_out])
+    bias = -theta / (count - 1)
+    torch.testing.assert_close((count - 1) * (replicates.mean(0) - theta), bias)
+    variance = (count - 1) / count * (replicates - replicates.mean(0)).square().sum(0)
+    expected = functional.avg_pool2d((variance + bias.square())[None, None], 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(jackknife_error(replicates, theta), expected[0, 0].sqrt())
 
 
 def test_reconstruct_with_the_jackknife(device: torch.device) -> None:
