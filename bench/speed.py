@@ -17,9 +17,10 @@ Rows: PoGMDM presets (``fast``, ``balanced``, ``quality`` by default; ``posterio
 ``pics -l1`` (``pics``, ESPIRiT included in its time) and BART ``nlinv`` (``nlinv``), each on
 1 and 2 CPU threads (``--threads``) and on CUDA when present (``--devices``). Every row runs in
 its own child process, so its thread count (``OMP_NUM_THREADS`` and ``torch.set_num_threads``)
-and its peak memory are its own; ``OMP_WAIT_POLICY`` is ``PASSIVE`` for every row (BART's
-OpenMP too) unless ``--wait-policy`` says otherwise (see ``recon_core/__init__.py``: with
-libgomp's default spinning, 2 threads on a busy machine run many times slower than 1).
+and its peak memory are its own; every row (BART's OpenMP too) gets the plugin's libgomp
+setting, ``GOMP_SPINCOUNT=10000`` (``recon_core.SPIN_COUNT``; see ``recon_core/__init__.py``),
+unless ``--wait-policy`` sets ``OMP_WAIT_POLICY`` instead (``PASSIVE``: idle threads sleep at
+once; ``ACTIVE``: they spin).
 PoGMDM's time is one ``reconstruct`` call with the prior already loaded (the gadget loads it
 once per connection); the first slice of a process, so
 the prior's per-level tables are built inside it, as they are for every slice of a scan whose
@@ -52,6 +53,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+from recon_core import SPIN_COUNT  # noqa: E402  (no torch: the package's top only sets the environment)
 
 PRESETS = ("fast", "balanced", "quality", "posterior_pc", "jackknife")
 DEFAULT_PRESETS = ("fast", "balanced", "quality")
@@ -211,8 +215,11 @@ def run_row(spec: dict[str, object], timeout: float) -> dict[str, object]:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         environment[name] = threads
     environment.pop("OMP_WAIT_POLICY", None)
+    environment.pop("GOMP_SPINCOUNT", None)
     if spec["wait_policy"]:
         environment["OMP_WAIT_POLICY"] = str(spec["wait_policy"])
+    else:  # what the plugin sets; the child imports torch before recon_core could set it
+        environment["GOMP_SPINCOUNT"] = SPIN_COUNT
     paths = [str(REPO), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     load_before = os.getloadavg()[0]
@@ -278,8 +285,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask", default="a", help="bench/quality.py mask of the Berkeley slice")
     parser.add_argument(
         "--wait-policy",
-        default="PASSIVE",
-        help="OMP_WAIT_POLICY of every row, BART's included ('' leaves it unset: libgomp then spins)",
+        default="",
+        help="OMP_WAIT_POLICY of every row, BART's included ('': the plugin's GOMP_SPINCOUNT instead)",
     )
     parser.add_argument(
         "--virtual-coils",
@@ -343,7 +350,9 @@ def main(argv: list[str] | None = None) -> None:
                         specs.append({**spec, "overrides": variant, "virtual_coils": coils})
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
-        f"OMP_WAIT_POLICY={args.wait_policy or '(unset)'}",
+        f"OMP_WAIT_POLICY={args.wait_policy}"
+        if args.wait_policy
+        else f"GOMP_SPINCOUNT={SPIN_COUNT}",
         flush=True,
     )
     rows = []

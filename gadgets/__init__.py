@@ -20,12 +20,4 @@ Runs outside Gadgetron:
 Every numerical step lives in ``recon_core``; this package only moves data.
 """
 
-import os
-
-# torch's CPU thread pool is libgomp's, whose idle threads spin for a while after every parallel
-# region. On a machine shared with other jobs (more runnable threads than cores) the spinning
-# threads take the cores from the working ones: one prior score of a 230 x 180 slice took 1.8-2.3 s
-# on 2 threads against 0.08-0.13 s with OMP_WAIT_POLICY=PASSIVE (and 0.12-0.29 s on 1 thread).
-# PASSIVE lets idle threads sleep. It must be set before torch is first imported; a value the
-# user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import recon_core  # noqa: F401  (first: sets libgomp's spin count before torch is loaded)

@@ -1,9 +1,9 @@
 """Slices reconstructed side by side, their results handed back in the order they came in.
 
 On a CPU one slice keeps one or two cores busy at best: a 230 x 180 slice is too small for
-torch's intra-op threads to pay (``fast`` on the Berkeley slice took longer on 2 threads than on
-1 with ``OMP_WAIT_POLICY=PASSIVE``, docs/benchmarks.md), while the slices of a series are
-independent. :class:`OrderedPipeline` runs up to ``workers`` reconstructions on threads (torch
+torch's intra-op threads to pay in full (``fast`` on the Berkeley slice: 2 threads 1.5x faster than
+1 on an idle machine, slower than 1 on a busy one, docs/benchmarks.md), while the slices of a
+series are independent. :class:`OrderedPipeline` runs up to ``workers`` reconstructions on threads (torch
 releases the GIL inside its operators) and gives back their outcomes strictly in submission
 order, so the images of a series leave the gadget in the order a sequential run sends them and
 get the same image indices. With one worker nothing runs on a thread: each job runs inside

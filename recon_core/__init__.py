@@ -11,13 +11,14 @@ The method, with the formulas the code implements: docs/ALGORITHM.md.
 
 import os
 
-# torch's CPU thread pool is libgomp's, whose idle threads spin for a while after every parallel
-# region. On a machine shared with other jobs (more runnable threads than cores) the spinning
-# threads take the cores from the working ones: one prior score of a 230 x 180 slice took 1.8-2.3 s
-# on 2 threads against 0.08-0.13 s with OMP_WAIT_POLICY=PASSIVE (and 0.12-0.29 s on 1 thread).
-# PASSIVE lets idle threads sleep. It must be set before torch is first imported; a value the
-# user set wins. The price on an idle, dedicated machine (2026-12-03, `fast` on the Berkeley
-# slice, 2 threads): PASSIVE 19.2 s, ACTIVE 10.5 s, ACTIVE with GOMP_SPINCOUNT=20000 12.0 s; with
-# two CPU hogs on the 2 cores: PASSIVE 27.0 s, GOMP_SPINCOUNT=20000 65.4 s. A dedicated
-# reconstruction server can set OMP_WAIT_POLICY=ACTIVE.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's CPU thread pool is libgomp's. After every parallel region its idle threads spin (by
+# default 300,000 rounds) before they sleep: fast on a dedicated machine, ruinous on a shared one,
+# where the spinning threads take the cores from the working ones. A short spin keeps most of the
+# speed and little of the harm. `fast` on the Berkeley slice, 2 threads (2026-12-03, the first
+# slice of a process; 1 thread about 8 s): idle 2-core machine, OMP_WAIT_POLICY=PASSIVE 8.44 s,
+# GOMP_SPINCOUNT=2000 5.62 s, 10000 5.21 s, 50000 4.97 s, libgomp's default 5.67 s; with two CPU
+# hogs on the 2 cores: 12.2, 15.0, 15.4, 35.9 and 46.0 s. It must be in place before torch is
+# first imported; a spin count or a wait policy the user set wins.
+SPIN_COUNT = "10000"
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)

@@ -117,10 +117,11 @@ def _data_weights(config: ReconConfig, sigma_n: float, sigmas: list[float]) -> l
 
 def _map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], list[float]]:
     """MAP prior noise levels (geometric from ``map_sigma_start`` to ``map_sigma`` over the
-    first half of the iterations, then constant) and the data weight of each iteration."""
-    half = max(1, config.map_iterations // 2)
+    first ``map_continuation`` of the iterations, then constant) and the data weight of each
+    iteration."""
+    falling = max(1, round(config.map_continuation * config.map_iterations))
     final = final_map_sigma(config, sigma_n)
-    sigmas = geometric_sigmas(config.map_sigma_start, final, half) if half > 1 else []
+    sigmas = geometric_sigmas(config.map_sigma_start, final, falling) if falling > 1 else []
     sigmas = sigmas + [final] * (config.map_iterations - len(sigmas))
     return sigmas, _data_weights(config, sigma_n, sigmas)
 
