@@ -223,5 +223,11 @@ def smoothness_prox(
     if anchor is not None:
         return anchor + smoothness_prox(coils - anchor, weight, order)
     height, width = coils.shape[-2:]
-    eigenvalues = laplacian_eigenvalues(height, width, coils.device, coils.real.dtype)
-    return idct2(dct2(coils) / (1.0 + weight * eigenvalues**order))
+    powers = _eigenvalue_powers(height, width, order, coils.device, coils.real.dtype)
+    return idct2(dct2(coils).div_(1.0 + weight * powers))
+
+
+@functools.lru_cache(maxsize=32)
+def _eigenvalue_powers(height: int, width: int, order: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``w_kl^p``, ``(H, W)``, cached per grid (the prox runs once per coil step)."""
+    return laplacian_eigenvalues(height, width, device, torch.float64).pow(order).to(dtype)
