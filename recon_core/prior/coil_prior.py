@@ -228,6 +228,8 @@ def smoothness_prox(
 
 
 @functools.lru_cache(maxsize=32)
-def _eigenvalue_powers(height: int, width: int, order: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _eigenvalue_powers(
+    height: int, width: int, order: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """``w_kl^p``, ``(H, W)``, cached per grid (the prox runs once per coil step)."""
     return laplacian_eigenvalues(height, width, device, torch.float64).pow(order).to(dtype)
