@@ -350,9 +350,7 @@ def main(argv: list[str] | None = None) -> None:
                         specs.append({**spec, "overrides": variant, "virtual_coils": coils})
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
-        f"OMP_WAIT_POLICY={args.wait_policy}"
-        if args.wait_policy
-        else f"GOMP_SPINCOUNT={SPIN_COUNT}",
+        + (f"OMP_WAIT_POLICY={args.wait_policy}" if args.wait_policy else f"GOMP_SPINCOUNT={SPIN_COUNT}"),
         flush=True,
     )
     rows = []

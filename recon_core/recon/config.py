@@ -43,9 +43,9 @@ class ReconConfig:
             ``"map"`` (deterministic alternating proximal gradient; no std map) or
             ``"jackknife"`` (the MAP estimate and the delete-a-group jackknife's RMS error
             (variance plus squared bias) over ``num_chains`` replicates that each leave one
-            group of the acquired lines out, :mod:`recon_core.recon.jackknife`: the error map
-            that follows the error,
-            docs/benchmarks.md; costs ``num_chains + 1`` MAP reconstructions).
+            group of the acquired lines out, :mod:`recon_core.recon.jackknife`; of the shipped maps
+            the one that ranks the error best, docs/benchmarks.md; costs ``num_chains + 1`` MAP
+            reconstructions).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: random seed (same seed, same result on the same device).
         num_chains: B, parallel sampler chains (posterior only, >= 2 so that a std exists).

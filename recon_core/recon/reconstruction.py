@@ -2,7 +2,7 @@
 
     result = reconstruct(kspace_slice, load_preset("balanced"), prior=None, progress=callback)
     result.image      # (H, W) float32 magnitude, in the units of the input data
-    result.std        # (H, W) float32 posterior (or jackknife) std, None for MAP
+    result.std        # (H, W) float32 posterior std (jackknife: RMS error), None for MAP
     result.coil_maps  # (C, H, W) complex64 RSS-normalised sensitivities
     result.info       # method, timings, noise level, data weight, scale factor, ...
 
