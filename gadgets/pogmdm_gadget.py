@@ -9,9 +9,11 @@ Chain XMLs name them as ``<execute name="gadgets.pogmdm_gadget" target="..." typ
 
 Slices are reconstructed side by side where the ``parallel_slices`` property allows
 (:mod:`gadgets.pipeline`; auto: 1 on a GPU, on a CPU the torch threads up to 4, each slice on its
-share of them) while the stream is read on; each slice's images leave as soon as it and the
-slices received before it are done, in arrival order and with the image indices of a one-by-one
-run. Anything else on the connection is passed on unchanged. A slice that fails is logged on
+share of them) while the stream is read on; on a GPU (``batch_slices``, auto 8 there) the slices
+that arrive while one is reconstructed are solved next as one batch
+(:func:`recon_core.recon.batch.reconstruct_batch`). Each slice's images leave as soon as it and
+the slices received before it are done, in arrival order and with the image indices of a
+one-by-one run. Anything else on the connection is passed on unchanged. A slice that fails is logged on
 stderr *and* reported to Gadgetron as an ERROR message (id 8, which Gadgetron's external
 channel turns into a failed chain); the gadget then raises :class:`ReconstructionError` when the
 stream ends, so ``python -m gadgetron`` exits non-zero. A failure is never silent, and every
@@ -48,7 +50,7 @@ from gadgets.buffers import slices_from_recon_data
 from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
 from gadgets.images import ReconOutput, images_for_slice
-from gadgets.pipeline import OrderedPipeline, auto_workers, share_threads
+from gadgets.pipeline import BatchingPipeline, OrderedPipeline, auto_batch, auto_workers, share_threads
 from gadgets.settings import GadgetSettings, settings_from_xml
 from gadgets.slices import AssembledSlice, RejectedReadoutError, SliceData, SliceDataError, describe
 from recon_core.physics.kspace import KSpaceSlice
@@ -58,6 +60,8 @@ from recon_core.recon.device import resolve_device
 log = logging.getLogger("pogmdm.gadget")
 
 Reconstruct = Callable[..., ReconOutput]
+ReconstructBatch = Callable[..., list[Any]]
+SliceKey = tuple[AssembledSlice, float]  # the slice and when its reconstruction was asked for
 
 
 class ReconstructionError(RuntimeError):
@@ -95,7 +99,9 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         connection: a ``gadgetron.external.Connection`` (CONFIG and HEADER already read).
         source: ``"acquisitions"`` or ``"buffers"``.
         reconstruct: the reconstruction callable; default
-            ``recon_core.recon.reconstruction.reconstruct``.
+            ``recon_core.recon.reconstruction.reconstruct`` (and, for batches of slices,
+            ``recon_core.recon.batch.reconstruct_batch``; a callable given here is called once
+            per slice of a batch instead).
 
     Raises:
         ValueError: for a bad configuration or header (also sent as an ERROR message).
@@ -108,6 +114,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         settings = _settings(connection)
         encoding = encoding_from_header(connection.header)
         recon = reconstruct if reconstruct is not None else load_reconstruct()
+        recon_batch = one_by_one(reconstruct) if reconstruct is not None else load_reconstruct_batch()
         prior = load_image_prior(settings)
     except Exception as error:
         _report(connection, f"pogmdm gadget cannot start: {error}")
@@ -122,7 +129,7 @@ def run_gadget(connection: Any, source: str, reconstruct: Reconstruct | None = N
         encoding.recon_matrix,
         encoding.header_version,
     )
-    session = _Session(connection, settings, encoding, recon, prior)
+    session = _Session(connection, settings, encoding, (recon, recon_batch), prior)
     try:
         if source == "acquisitions":
             session.run_acquisitions()
@@ -182,6 +189,31 @@ def load_reconstruct() -> Reconstruct:
     return reconstruct
 
 
+def load_reconstruct_batch() -> ReconstructBatch:
+    """``recon_core.recon.batch.reconstruct_batch``, with a clear error where it is missing."""
+    try:
+        from recon_core.recon.batch import reconstruct_batch
+    except ImportError as error:
+        raise RuntimeError(f"the batch reconstruction entry point is not available: {error}") from error
+    return reconstruct_batch
+
+
+def one_by_one(reconstruct: Reconstruct) -> ReconstructBatch:
+    """A batch callable that calls ``reconstruct`` on each slice in turn; a slice's exception is
+    its outcome, the others go on."""
+
+    def run(slices: list[KSpaceSlice], config: ReconConfig, **options: Any) -> list[Any]:
+        outcomes: list[Any] = []
+        for kspace in slices:
+            try:
+                outcomes.append(reconstruct(kspace, config, **options))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+    return run
+
+
 class _Session:
     """State of one connection: settings, counters and failures."""
 
@@ -190,25 +222,29 @@ class _Session:
         connection: Any,
         settings: GadgetSettings,
         encoding: EncodingInfo,
-        reconstruct: Reconstruct,
+        reconstruct: tuple[Reconstruct, ReconstructBatch],
         prior: Any,
     ) -> None:
         self.connection = connection
         self.settings = settings
         self.encoding = encoding
-        self.reconstruct = reconstruct
+        self.reconstruct, self.reconstruct_batch = reconstruct
         self.prior = prior
         self.done = 0
         self.failures: list[str] = []
         self.rejected: dict[object, tuple[str, int]] = {}
         device = resolve_device(settings.recon.device)
+        self._delivering = threading.Lock()
+        batch = settings.batch_slices or (auto_batch(device) if settings.parallel_slices <= 1 else 1)
+        self.pipeline: OrderedPipeline[SliceKey, Any] | BatchingPipeline[SliceKey, AssembledSlice, Any]
+        if batch > 1:
+            log.info("slices solved as one batch: up to %d (those waiting together)", batch)
+            self.pipeline = BatchingPipeline(batch, self._reconstructed_batch, on_done=self.deliver)
+            return
         workers = settings.parallel_slices or auto_workers(device)
         threads = share_threads(workers) if device.type == "cpu" else None
         log.info("slices reconstructed at once: %d (CPU threads each: %s)", workers, threads)
-        self._delivering = threading.Lock()
-        self.pipeline: OrderedPipeline[tuple[AssembledSlice, float], Any] = OrderedPipeline(
-            workers, on_done=self.deliver
-        )
+        self.pipeline = OrderedPipeline(workers, on_done=self.deliver)
 
     def run_acquisitions(self) -> None:
         # Waveforms (ECG, respiration) are consumed here: nothing downstream writes them.
@@ -269,22 +305,25 @@ class _Session:
 
     def reconstruct_slice(self, assembled: AssembledSlice) -> None:
         """Start the slice's reconstruction (:attr:`pipeline`); :meth:`deliver` sends its images."""
-        self.pipeline.submit((assembled, time.perf_counter()), lambda: self._reconstructed(assembled))
+        key = (assembled, time.perf_counter())
+        if isinstance(self.pipeline, BatchingPipeline):
+            self.pipeline.submit(key, assembled)
+        else:
+            self.pipeline.submit(key, lambda: self._reconstructed(assembled))
 
     def _reconstructed(self, assembled: AssembledSlice) -> Any:
-        kspace: KSpaceSlice = assembled.kspace
-        log.info(
-            "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
-            assembled.label,
-            assembled.num_lines,
-            assembled.num_calibration_lines,
-            kspace.num_coils,
-            kspace.shape,
-            kspace.acceleration,
-            kspace.prewhitened,
-        )
+        _log_slice(assembled)
+        progress = _ProgressLog(assembled.label)
+        return self.reconstruct(assembled.kspace, self.settings.recon, prior=self.prior, progress=progress)
+
+    def _reconstructed_batch(self, batch: list[AssembledSlice]) -> list[Any]:
+        """One outcome (images' source or exception) per slice of ``batch``, in its order."""
+        for assembled in batch:
+            _log_slice(assembled)
+        label = batch[0].label if len(batch) == 1 else f"{len(batch)} slices ({batch[0].label}, ...)"
         config: ReconConfig = self.settings.recon
-        return self.reconstruct(kspace, config, prior=self.prior, progress=_ProgressLog(assembled.label))
+        kspaces = [assembled.kspace for assembled in batch]
+        return self.reconstruct_batch(kspaces, config, prior=self.prior, progress=_ProgressLog(label))
 
     def deliver(self, wait: bool = False) -> None:
         """Send the images (or the ERROR) of every finished slice, in the order the slices came;
@@ -347,6 +386,20 @@ class _Session:
             _report(self.connection, f"pogmdm: {text}")
             raise ReconstructionError(text)
         log.info("pogmdm: %d slice(s) reconstructed", self.done)
+
+
+def _log_slice(assembled: AssembledSlice) -> None:
+    kspace: KSpaceSlice = assembled.kspace
+    log.info(
+        "%s: %d lines (%d calibration only), %d coils, grid %s, acceleration %.2f, prewhitened %s",
+        assembled.label,
+        assembled.num_lines,
+        assembled.num_calibration_lines,
+        kspace.num_coils,
+        kspace.shape,
+        kspace.acceleration,
+        kspace.prewhitened,
+    )
 
 
 class _ProgressLog:

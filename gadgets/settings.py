@@ -42,6 +42,9 @@ GADGET_PROPERTIES: dict[str, str] = {
     "image_series": "image_series_index of the reconstructed images (default 1)",
     "parallel_slices": "slices reconstructed at the same time, each on its share of the CPU threads "
     "(0, the default: 1 on a GPU, on a CPU the torch threads up to 4); images still leave in order",
+    "batch_slices": "the most slices solved as one batch when they are waiting together (0, the default: "
+    "8 on a GPU, 1 on a CPU); method map only, other methods solve each slice alone; images still "
+    "leave in order",
     "std_series": "image_series_index of the std maps (default 2)",
     "prior": "image prior: a shipped prior's name (conv, shearlet), a PoGMDM weights file (.safetensors; "
     "pickles are refused) or MODULE:NAME of a prior class or factory (it must give a prior, never None); "
@@ -64,6 +67,8 @@ class GadgetSettings:
         properties: the raw properties as received (for the image comments).
         parallel_slices: slices reconstructed at once (0: auto, see
             :func:`gadgets.pipeline.auto_workers`).
+        batch_slices: the most slices in one batch (0: auto, see
+            :func:`gadgets.pipeline.auto_batch`); more than 1 excludes ``parallel_slices`` above 1.
     """
 
     recon: ReconConfig
@@ -74,6 +79,7 @@ class GadgetSettings:
     prior: str = ""
     properties: tuple[tuple[str, str], ...] = ()
     parallel_slices: int = 0
+    batch_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.output_variance and self.recon.method not in ("posterior", "posterior_pc", "jackknife"):
@@ -89,6 +95,13 @@ class GadgetSettings:
                 )
         if self.parallel_slices < 0:
             raise ValueError(f"parallel_slices must be >= 0 (0: auto), got {self.parallel_slices}")
+        if self.batch_slices < 0:
+            raise ValueError(f"batch_slices must be >= 0 (0: auto), got {self.batch_slices}")
+        if self.batch_slices > 1 and self.parallel_slices > 1:
+            raise ValueError(
+                f"batch_slices={self.batch_slices} and parallel_slices={self.parallel_slices}: choose one "
+                "(a batch runs on one worker; set the other to 0 or 1)"
+            )
         if self.output_variance and self.image_series == self.std_series:
             raise ValueError(f"image_series and std_series must differ, both are {self.image_series}")
 
@@ -152,6 +165,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
     std_series = _gadget_value(values, "std_series", int, 2)
     prior = values.pop("prior", "")
     parallel_slices = _gadget_value(values, "parallel_slices", int, 0)
+    batch_slices = _gadget_value(values, "batch_slices", int, 0)
     overrides: dict[str, str] = {}
     known = {field.name for field in dataclasses.fields(ReconConfig)}
     for name, value in values.items():
@@ -172,6 +186,7 @@ def settings_from_properties(properties: Mapping[str, str]) -> GadgetSettings:
         prior=prior,
         properties=tuple(sorted(properties.items())),
         parallel_slices=parallel_slices,
+        batch_slices=batch_slices,
     )
 
 

@@ -14,7 +14,8 @@ returns for a real loss), so ``c - tau * grad_c D`` is a descent step.
 Shapes: ``u`` is ``(B, H, W)`` real (a non-negative magnitude image) or complex (an image that
 carries the object phase, see :mod:`recon_core.prior.complex_prior`); ``c`` is ``(B, C, H, W)``
 complex; the data ``y`` is ``(C, H, W)`` complex on the normalised scale, zero where not
-acquired; ``lambda`` is a float or a ``(B,)`` tensor. ``D`` is invariant to a global
+acquired (or ``(B, C, H, W)``: one slice per batch entry); ``lambda`` is a float or a ``(B,)``
+tensor. ``D`` is invariant to a global
 rescaling of ``c`` (only ``s`` enters).
 """
 
@@ -91,11 +92,12 @@ class JointDataTerm:
 
     Attributes:
         kspace: ``(C, H, W)`` complex64 measured data ``y`` on the normalised scale, zeros
-            where not acquired.
+            where not acquired; or ``(B, C, H, W)``: one slice per batch entry (several slices
+            of a series solved in one batch, :mod:`recon_core.recon.batch`).
         mask: ``(H, W)`` bool sampling mask ``M``, or ``(B, H, W)``: one mask per batch entry
             (the jackknife's replicates, :mod:`recon_core.recon.jackknife`, each see the data
-            with some lines left out); the batch of every image and coil argument must then be
-            ``B``.
+            with some lines left out; batched slices each have their own). With a per-entry
+            mask or data the batch of every image and coil argument must be ``B``.
         extra_maps: ``(S - 1, C, H, W)`` complex64 fixed further map sets, or ``None``.
     """
 
@@ -107,9 +109,15 @@ class JointDataTerm:
     _sampling: CartesianMaskOperator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kspace.ndim != 3 or not self.kspace.is_complex():
+        if self.kspace.ndim not in (3, 4) or not self.kspace.is_complex():
             raise ValueError(
-                f"kspace must be complex (C, H, W), got {self.kspace.dtype} {tuple(self.kspace.shape)}"
+                f"kspace must be complex (C, H, W) or (B, C, H, W), got {self.kspace.dtype} "
+                f"{tuple(self.kspace.shape)}"
+            )
+        if self.kspace.ndim == 4 and self.mask.ndim == 3 and self.mask.shape[0] != self.kspace.shape[0]:
+            raise ValueError(
+                f"per-entry kspace {tuple(self.kspace.shape)} and masks {tuple(self.mask.shape)} "
+                "must have the same batch size"
             )
         if (
             self.mask.ndim not in (2, 3)

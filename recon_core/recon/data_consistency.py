@@ -60,7 +60,7 @@ def refine_data_consistency(
     image: Tensor,
     coils: Tensor,
     max_steps: int,
-    damping: float,
+    damping: Tensor | float,
 ) -> Tensor:
     """At most ``max_steps`` CG steps on ``(A^H A + damping) u = A^H y + damping * image``.
 
@@ -68,15 +68,17 @@ def refine_data_consistency(
         image: the start and the anchor (MAP estimate or chain samples).
         coils: the coils, fixed.
         max_steps: 0 returns ``image`` unchanged.
-        damping: ``beta >= 0`` (see the module docstring).
+        damping: ``beta >= 0`` (see the module docstring): a float, or a ``(B,)`` tensor (one
+            per batch entry: slices of different noise solved in one batch).
 
     Raises:
         ValueError: for ``max_steps < 0`` or a negative or non-finite damping.
     """
     if max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-    if not (damping >= 0.0 and damping < float("inf")):
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
+    values = torch.as_tensor(damping, dtype=torch.float64)
+    if values.ndim > 1 or not bool(((values >= 0.0) & torch.isfinite(values)).all()):
+        raise ValueError(f"damping must be finite and >= 0 (a float or a (B,) tensor), got {damping!r}")
     if max_steps == 0:
         return image
     maps = normalised_coils(coils)
@@ -86,8 +88,13 @@ def refine_data_consistency(
     image = image.clone()  # updated in place below
     squared = batch_inner(residual, residual)
     tiny = torch.finfo(squared.dtype).tiny
+    if isinstance(damping, Tensor):  # one per entry
+        entry_damping = per_batch(damping.to(device=image.device, dtype=squared.dtype), image)
     for _ in range(max_steps):
-        product = data_term.normal(direction, maps).add_(direction, alpha=damping)
+        if isinstance(damping, Tensor):
+            product = data_term.normal(direction, maps).add_(entry_damping * direction)
+        else:
+            product = data_term.normal(direction, maps).add_(direction, alpha=damping)
         curvature = batch_inner(direction, product)
         # A chain whose residual vanished (or whose direction has no curvature) stops moving.
         active = (curvature > tiny) & (squared > tiny)

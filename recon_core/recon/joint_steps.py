@@ -147,8 +147,8 @@ def image_objective_gradient(
     prior: DiffusionImagePrior,
     image: Tensor,
     coils: Tensor,
-    weight: float,
-    sigma: float,
+    weight: Tensor | float,
+    sigma: Tensor | float,
     residual: Tensor,
     maps: Tensor | None = None,
 ) -> Tensor:
@@ -163,8 +163,8 @@ def image_step(
     image: Tensor,
     coils: Tensor,
     step: Tensor,
-    weight: float,
-    sigma: float,
+    weight: Tensor | float,
+    sigma: Tensor | float,
     residual: Tensor | None = None,
     gradient: Tensor | None = None,
     check: bool = True,
@@ -182,8 +182,8 @@ def image_step(
         image: ``(B, H, W)`` real and non-negative, or complex (the prior then acts per part).
         coils: ``(B, C, H, W)`` complex.
         step: ``(B,)`` step sizes from the previous call.
-        weight: the data weight ``lambda``.
-        sigma: the prior's noise level used as the regulariser.
+        weight: the data weight ``lambda`` (a float, or ``(B,)``: one per batch entry).
+        sigma: the prior's noise level used as the regulariser (a float or ``(B,)``).
         residual, gradient: at ``(image, coils)`` for this ``weight`` / ``sigma`` if known.
         check: test the step (the usual path). ``False`` takes the grown step unchecked, as if
             its test had passed without a new Lipschitz estimate: one gradient evaluation

@@ -52,8 +52,8 @@ def solve_map(
     prior: DiffusionImagePrior,
     image: Tensor,
     coils: Tensor,
-    sigmas: Sequence[float],
-    weights: Sequence[float],
+    sigmas: Sequence[float] | Tensor,
+    weights: Sequence[float] | Tensor,
     coil_smoothness: float,
     progress: Callable[[int, int], None] | None = None,
     coil_order: int = 1,
@@ -65,8 +65,9 @@ def solve_map(
     Args:
         image: ``(B, H, W)`` initial image (real: clamped to >= 0; complex: free).
         coils: ``(B, C, H, W)`` initial coil maps.
-        sigmas: the prior noise level of every iteration.
-        weights: the data weight ``lambda`` of every iteration.
+        sigmas: the prior noise level of every iteration: floats, or a ``(T, B)`` tensor (a
+            schedule per batch entry: slices of different noise solved in one batch).
+        weights: the data weight ``lambda`` of every iteration, like ``sigmas``.
         coil_smoothness: ``mu``.
         progress: called with ``(done, total)`` after every iteration.
         coil_order: order ``p`` of the coil smoothness prior.
@@ -80,7 +81,18 @@ def solve_map(
         raise ValueError(f"need one weight per sigma, got {len(sigmas)} sigmas and {len(weights)} weights")
     batch = image.shape[0]
     image = project_image(image)
-    image_steps = torch.full((batch,), 1.0 / float(weights[0]), device=image.device)
+    per_entry = isinstance(weights, Tensor)
+    if per_entry != isinstance(sigmas, Tensor) or (
+        per_entry and (tuple(sigmas.shape) != tuple(weights.shape) or tuple(weights.shape[1:]) != (batch,))
+    ):
+        raise ValueError(
+            f"sigmas and weights must both be floats or both ({len(sigmas)}, {batch}) tensors, got "
+            f"{type(sigmas).__name__} and {type(weights).__name__} {tuple(getattr(weights, 'shape', ()))}"
+        )
+    if per_entry:
+        image_steps = weights[0].to(device=image.device, dtype=torch.float32).reciprocal().expand(batch)
+    else:
+        image_steps = torch.full((batch,), 1.0 / float(weights[0]), device=image.device)
     coil_steps = torch.full((batch,), INITIAL_COIL_STEP, device=image.device)
     residual = data_term.residual(image, coils)
     gradient: Tensor | None = None
@@ -97,15 +109,18 @@ def solve_map(
         if iteration > 0:
             # The objective's curvature scales about with the data weight (lambda ||A||^2 plus a
             # prior curvature ~ 1 / sigma^2 that rises with it): predict the step from it.
-            image_steps = image_steps * (float(weights[iteration - 1]) / float(weight))
+            if per_entry:
+                image_steps = image_steps * (weights[iteration - 1] / weight)
+            else:
+                image_steps = image_steps * (float(weights[iteration - 1]) / float(weight))
         image_result = image_step(
             data_term,
             prior,
             start_point,
             coils,
             image_steps,
-            float(weight),
-            float(sigma),
+            weight if per_entry else float(weight),
+            sigma if per_entry else float(sigma),
             residual,
             gradient,
             check=iteration % STEP_CHECK_INTERVAL == 0,

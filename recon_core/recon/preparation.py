@@ -82,7 +82,7 @@ def prepare_slice(
         raise TypeError(f"kspace must be a KSpaceSlice, got {type(kspace).__name__}")
     device = resolve_device(config.device)
     if prior is None:
-        prior = _load_prior(device)
+        prior = load_default_prior(device)
     elif not isinstance(prior, DiffusionImagePrior):
         raise TypeError(
             f"prior must implement energy(x, sigma) and score(x, sigma), got {type(prior).__name__}"
@@ -234,7 +234,7 @@ def _low_resolution_phase(
     return combined / combined.abs().clamp_min(1e-12)
 
 
-def _load_prior(device: torch.device) -> DiffusionImagePrior:
+def load_default_prior(device: torch.device) -> DiffusionImagePrior:
     """The shipped PoGMDM in its fast inference view (tabulated ``psi'``)."""
     from recon_core.prior import load_inference_prior
 

@@ -115,7 +115,7 @@ def _data_weights(config: ReconConfig, sigma_n: float, sigmas: list[float]) -> l
     return [config.data_weight_scale / (sigma_n**2 + sigma**2) for sigma in sigmas]
 
 
-def _map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], list[float]]:
+def map_schedule(config: ReconConfig, sigma_n: float) -> tuple[list[float], list[float]]:
     """MAP prior noise levels (geometric from ``map_sigma_start`` to ``map_sigma`` over the
     first ``map_continuation`` of the iterations, then constant) and the data weight of each
     iteration."""
@@ -162,7 +162,7 @@ def _run_chains(
 
 
 @dataclass(frozen=True)
-class _Solution:
+class Solution:
     """Stage 2's output on the normalised scale: the image (and std), the final coils
     ``(B, C, H, W)``, the schedule used and the iterations run."""
 
@@ -196,13 +196,13 @@ def reconstruct(
     start = time.perf_counter()
     prepared = prepare_slice(kspace, config, prior)
     setup_time = time.perf_counter() - start
-    solution = _solve(prepared, config, progress)
+    solution = solve_prepared(prepared, config, progress)
     solve_time = time.perf_counter() - start - setup_time
-    return _summarise(prepared, solution, config, {"setup": setup_time, "solve": solve_time}, start)
+    return summarise(prepared, solution, config, {"setup": setup_time, "solve": solve_time}, start)
 
 
-def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
-    """Stage 2: the MAP estimate, or the posterior chains (from the MAP estimate by default),
+def solve_prepared(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> Solution:
+    """Stage 2 of one slice: the MAP estimate, or the posterior chains (from the MAP estimate by default),
     each followed by the damped data refinement where measured (docs/ALGORITHM.md 4.4-4.6)."""
     if config.method == "jackknife":
         return _solve_jackknife(prepared, config, progress)
@@ -222,7 +222,7 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
         map_image, final_coils, sigmas, weights = run_map(progress)
         map_image = _refined(prepared, config, data_term, map_image, final_coils)
         image = _combine_sets(map_image, extra_maps)[0]
-        return _Solution(image, None, final_coils, sigmas, weights, config.map_iterations, batch)
+        return Solution(image, None, final_coils, sigmas, weights, config.map_iterations, batch)
     sigmas = geometric_sigmas(*_chain_levels(config, sigma_n), config.num_noise_levels)
     weights = _data_weights(config, sigma_n, sigmas)
     sampler_progress = progress
@@ -259,7 +259,7 @@ def _solve(prepared: PreparedSlice, config: ReconConfig, progress: Progress | No
     chains = _refined(prepared, config, data_term, samples.samples, samples.coils)  # both samplers
     magnitudes = _combine_sets(chains, extra_maps)
     iterations = samples.steps + (config.map_iterations if config.initialisation == "map" else 0)
-    return _Solution(
+    return Solution(
         magnitudes.mean(dim=0),
         magnitudes.std(dim=0, unbiased=True),
         samples.coils,
@@ -280,7 +280,7 @@ def _map_estimate(
 ) -> tuple[MapResult, list[float], list[float]]:
     """The MAP solver from ``image`` ``(B, ...)`` and ``coils`` ``(B, C, H, W)`` along the
     configured continuation; also returns its prior levels and data weights."""
-    sigmas, weights = _map_schedule(config, prepared.sigma_n)
+    sigmas, weights = map_schedule(config, prepared.sigma_n)
     result = solve_map(
         data_term,
         prepared.prior,
@@ -304,7 +304,7 @@ def _refined(
     return refine_data_consistency(data_term, images, coils, config.data_consistency_steps, damping)
 
 
-def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> _Solution:
+def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Progress | None) -> Solution:
     """Stage 2 of ``method="jackknife"``: the MAP estimate of the full data and of ``num_chains``
     replicates with one group of lines left out each, in one batch; the std is the jackknife's
     (:mod:`recon_core.recon.jackknife`)."""
@@ -319,14 +319,14 @@ def _solve_jackknife(prepared: PreparedSlice, config: ReconConfig, progress: Pro
     refined = _refined(prepared, config, batched, result.image, result.coils)
     magnitudes = _combine_sets(refined, coil_start.extra_maps)
     std = jackknife_error(magnitudes[1:], magnitudes[0])
-    return _Solution(
+    return Solution(
         magnitudes[0], std, result.coils[:1], sigmas, weights, config.map_iterations, replicates.shape[0]
     )
 
 
-def _summarise(
+def summarise(
     prepared: PreparedSlice,
-    solution: _Solution,
+    solution: Solution,
     config: ReconConfig,
     timings: dict[str, float],
     start: float,

@@ -51,6 +51,8 @@ def test_gadget_only_properties() -> None:
     assert settings.output_variance is True
     assert (settings.image_series, settings.std_series) == (11, 12)
     assert settings_from_properties({"prior": "/x/y.safetensors"}).prior == "/x/y.safetensors"
+    assert settings_from_properties({"batch_slices": "4", "parallel_slices": "1"}).batch_slices == 4
+    assert settings_from_properties({}).batch_slices == 0  # auto
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,8 @@ def test_gadget_only_properties() -> None:
         ({"image_series": "70000"}, r"image_series must fit an unsigned 16-bit"),
         ({"preset": "balanced", "output_variance": "1", "std_series": "1"}, r"must differ"),
         ({"iterations": "0"}, r"map_iterations must be >= 1"),
+        ({"batch_slices": "-1"}, r"batch_slices must be >= 0"),
+        ({"batch_slices": "4", "parallel_slices": "2"}, r"batch_slices=4 and parallel_slices=2: choose one"),
     ],
 )
 def test_bad_properties_are_clear_errors(properties: dict[str, str], message: str) -> None:

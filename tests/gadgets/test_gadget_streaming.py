@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import types
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ismrmrd
+import numpy as np
 import pytest
 from gadget_helpers import generator_available, read_raw, shepp_logan_raw
 
@@ -28,6 +30,7 @@ from gadgets.pogmdm_gadget import run_gadget
 CONFIG = (
     '<configuration><property name="map_iterations" value="2"/>'
     '<property name="device" value="cpu"/><property name="parallel_slices" value="{workers}"/>'
+    '<property name="batch_slices" value="{batch}"/>'
     "</configuration>"
 )
 GATE_TIMEOUT_S = 120.0
@@ -37,9 +40,14 @@ class RecordingConnection:
     """What ``run_gadget`` uses of a gadgetron ``Connection``, reading from a list."""
 
     def __init__(
-        self, header: bytes, acquisitions: list[ismrmrd.Acquisition], workers: int = 1, hold_at: int = 0
+        self,
+        header: bytes,
+        acquisitions: list[ismrmrd.Acquisition],
+        workers: int = 1,
+        hold_at: int = 0,
+        batch: int = 0,
     ) -> None:
-        config = CONFIG.format(workers=workers)
+        config = CONFIG.format(workers=workers, batch=batch)
         self.header = ismrmrd.xsd.CreateFromDocument(header)
         self.config = ElementTree.fromstring(config)
         self.raw_bytes = types.SimpleNamespace(config=config.encode(), header=header)
@@ -76,7 +84,7 @@ class RecordingConnection:
 
 
 def _stream(
-    tmp_path: Path, repetitions: int, workers: int, hold: bool
+    tmp_path: Path, repetitions: int, workers: int, hold: bool, batch: int = 0
 ) -> tuple[RecordingConnection, int, int]:
     """Run the gadget over a ``repetitions``-slice raw file; ``hold``: the reader waits for an
     image before the second slice. Returns the connection, the readouts taken once the second
@@ -84,7 +92,7 @@ def _stream(
     raw = shepp_logan_raw(tmp_path / "raw.h5", matrix=32, coils=4, repetitions=repetitions, noise_level=0.005)
     header, acquisitions = read_raw(raw)
     first_of_second = [acquisition.idx.repetition for acquisition in acquisitions].index(1) + 1
-    connection = RecordingConnection(header, acquisitions, workers, first_of_second if hold else 0)
+    connection = RecordingConnection(header, acquisitions, workers, first_of_second if hold else 0, batch)
     try:
         run_gadget(connection, "acquisitions")
     finally:
@@ -114,3 +122,45 @@ def test_side_by_side_slices_leave_as_soon_as_done_and_in_order(tmp_path: Path) 
     assert images[0] < first_of_second
     assert [image.repetition for image in connection.images] == [0, 1, 2]
     assert [image.image_index for image in connection.images] == [1, 2, 3]
+
+
+@pytest.mark.skipif(
+    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
+)
+def test_slices_waiting_together_are_solved_as_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``batch_slices`` the first slice starts alone; the two that arrive while it runs go
+    together next; the images equal a one-by-one run's and leave in order."""
+    import recon_core.recon.batch as batch_module
+
+    batches: list[int] = []
+    connections: list[RecordingConnection] = []
+    real_batch = batch_module.reconstruct_batch
+
+    def recording_batch(slices: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        batches.append(len(slices))
+        if len(batches) == 1:  # hold the first until every readout was read: the rest wait together
+            deadline = time.monotonic() + GATE_TIMEOUT_S
+            while connections[0].taken < len(connections[0]._acquisitions) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real_batch(slices, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "reconstruct_batch", recording_batch)
+    original_init = RecordingConnection.__init__
+
+    def remembered_init(self: RecordingConnection, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        connections.append(self)
+
+    monkeypatch.setattr(RecordingConnection, "__init__", remembered_init)
+    batched, _, _ = _stream(tmp_path, repetitions=3, workers=1, hold=False, batch=3)
+    assert batches == [1, 2]
+    (tmp_path / "one_by_one").mkdir()
+    one_by_one, _, _ = _stream(tmp_path / "one_by_one", repetitions=3, workers=1, hold=False, batch=1)
+    assert batches == [1, 2]  # batch_slices=1: the one-by-one pipeline, no batch call
+    assert [image.repetition for image in batched.images] == [0, 1, 2]
+    assert [image.image_index for image in batched.images] == [1, 2, 3]
+    for first, second in zip(batched.images, one_by_one.images, strict=True):
+        difference = np.linalg.norm(first.data - second.data) / np.linalg.norm(second.data)
+        assert difference < 1e-3

@@ -179,3 +179,47 @@ def test_per_entry_masks(whole_readouts: bool, device: torch.device) -> None:
     )
     with pytest.raises(ValueError, match="mask must be bool"):
         JointDataTerm(kspace=data_term.kspace, mask=masks[:, None])
+
+
+@pytest.mark.parametrize("whole_readouts", [False, True])
+def test_per_entry_data(whole_readouts: bool, device: torch.device) -> None:
+    """``(B, C, H, W)`` data with ``(B, H, W)`` masks (slices solved in one batch) act like one
+    data term per entry: values and gradients match, and the linear model passes the adjoint test."""
+    first, image, coils = _problem((8, 10), device, whole_readouts)
+    generator = torch.Generator().manual_seed(7)
+    second_mask = torch.roll(first.mask.cpu(), 1, 0)
+    second_kspace = random_complex((3, 8, 10), generator, "cpu") * second_mask
+    second = JointDataTerm(kspace=second_kspace.to(device), mask=second_mask.to(device))
+    single = [first, second]
+    batched = JointDataTerm(
+        kspace=torch.stack([term.kspace for term in single]), mask=torch.stack([term.mask for term in single])
+    )
+    weights = torch.tensor([2.0, 0.5], device=device)
+    expected = torch.cat(
+        [single[b].value(image[b : b + 1], coils[b : b + 1], float(weights[b])) for b in range(2)]
+    )
+    torch.testing.assert_close(batched.value(image, coils, weights), expected, rtol=1e-5, atol=1e-6)
+    for b in range(2):
+        torch.testing.assert_close(
+            batched.grad_image(image, coils, weights)[b : b + 1],
+            single[b].grad_image(image[b : b + 1], coils[b : b + 1], float(weights[b])),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        torch.testing.assert_close(
+            batched.grad_coils(image, coils, weights)[b : b + 1],
+            single[b].grad_coils(image[b : b + 1], coils[b : b + 1], float(weights[b])),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    maps = normalised_coils(coils)
+    complex_image = image.to(torch.complex64)
+    assert_adjoint(
+        lambda v: batched.residual(v, coils, maps) + batched.measured_unshifted,
+        lambda r: batched.grad_image(complex_image, coils, 1.0, residual=r, maps=maps),
+        tuple(image.shape),
+        (2, 3, 8, 10),
+        device,
+    )
+    with pytest.raises(ValueError, match="same batch size"):
+        JointDataTerm(kspace=batched.kspace, mask=torch.stack([first.mask] * 3))

@@ -64,3 +64,26 @@ def test_bad_arguments_are_refused(steps: int, damping: float) -> None:
     data_term, coils, start, _ = _problem(4)
     with pytest.raises(ValueError):
         refine_data_consistency(data_term, start, coils, steps, damping)
+
+
+def test_per_entry_damping_matches_each_entry_alone() -> None:
+    """Slices of a batch (their own data and damping) refine as each would alone."""
+    problems = [_problem(seed) for seed in (4, 5)]
+    dampings = [0.05, 0.5]
+    batched = JointDataTerm(
+        kspace=torch.stack([problem[0].kspace for problem in problems]),
+        mask=torch.stack([problem[0].mask for problem in problems]),
+    )
+    coils = torch.cat([problem[1] for problem in problems])
+    starts = torch.cat([problem[2] for problem in problems])
+    refined = refine_data_consistency(batched, starts, coils, 64, torch.tensor(dampings))
+    for entry, (problem, damping) in enumerate(zip(problems, dampings, strict=True)):
+        alone = refine_data_consistency(problem[0], problem[2], problem[1], 64, damping)
+        assert torch.allclose(refined[entry], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damping", [-0.1, float("nan"), float("inf")])
+def test_bad_damping_is_refused(damping: float) -> None:
+    data_term, coils, start, _ = _problem(6)
+    with pytest.raises(ValueError, match="damping"):
+        refine_data_consistency(data_term, start, coils, 3, torch.tensor([0.1, damping]))
