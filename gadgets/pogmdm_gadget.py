@@ -38,7 +38,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,15 @@ from gadgets.assembly import SliceAssembler, assemble, check_sampling
 from gadgets.buffers import slices_from_recon_data
 from gadgets.compat import ERROR, add_writer_first, ctypes_header_warnings_ignored, guard_end_of_stream
 from gadgets.encoding import EncodingInfo, encoding_from_header
-from gadgets.images import ReconOutput, images_for_slice
+from gadgets.entry_points import (
+    Reconstruct,
+    ReconstructBatch,
+    load_image_prior,
+    load_reconstruct,
+    load_reconstruct_batch,
+    one_by_one,
+)
+from gadgets.images import images_for_slice
 from gadgets.pipeline import BatchingPipeline, OrderedPipeline, auto_batch, auto_workers, share_threads
 from gadgets.settings import GadgetSettings, settings_from_xml
 from gadgets.slices import AssembledSlice, RejectedReadoutError, SliceData, SliceDataError, describe
@@ -59,8 +67,6 @@ from recon_core.recon.device import resolve_device
 
 log = logging.getLogger("pogmdm.gadget")
 
-Reconstruct = Callable[..., ReconOutput]
-ReconstructBatch = Callable[..., list[Any]]
 SliceKey = tuple[AssembledSlice, float]  # the slice and when its reconstruction was asked for
 
 
@@ -157,61 +163,6 @@ def serialise_sends(connection: Any) -> None:
             return send(item)
 
     connection.send = locked_send
-
-
-def load_image_prior(settings: GadgetSettings) -> Any:
-    """The image prior, loaded once per connection on the reconstruction device.
-
-    ``settings.prior`` is a shipped prior's name (``conv``, ``shearlet``), a weights file
-    (``.safetensors``; pickles are refused), ``MODULE:NAME`` of a prior class or factory (called
-    without arguments), or empty for the shipped default prior; see
-    :func:`recon_core.prior.io.load_inference_prior`. PoGMDM weights are used in their fast
-    inference view (tabulated potentials), as ``reconstruct`` does for its default prior.
-
-    Raises:
-        ValueError: naming the ``prior`` property when ``MODULE:NAME`` gives ``None`` or
-            anything else that is not a prior (never a silent fall-back to the default prior).
-    """
-    from recon_core.prior import load_inference_prior
-    from recon_core.recon.device import resolve_device
-
-    return load_inference_prior(
-        settings.prior, resolve_device(settings.recon.device), source="prior property"
-    )
-
-
-def load_reconstruct() -> Reconstruct:
-    """``recon_core.recon.reconstruction.reconstruct``, with a clear error where it is missing."""
-    try:
-        from recon_core.recon.reconstruction import reconstruct
-    except ImportError as error:
-        raise RuntimeError(f"the reconstruction entry point is not available: {error}") from error
-    return reconstruct
-
-
-def load_reconstruct_batch() -> ReconstructBatch:
-    """``recon_core.recon.batch.reconstruct_batch``, with a clear error where it is missing."""
-    try:
-        from recon_core.recon.batch import reconstruct_batch
-    except ImportError as error:
-        raise RuntimeError(f"the batch reconstruction entry point is not available: {error}") from error
-    return reconstruct_batch
-
-
-def one_by_one(reconstruct: Reconstruct) -> ReconstructBatch:
-    """A batch callable that calls ``reconstruct`` on each slice in turn; a slice's exception is
-    its outcome, the others go on."""
-
-    def run(slices: list[KSpaceSlice], config: ReconConfig, **options: Any) -> list[Any]:
-        outcomes: list[Any] = []
-        for kspace in slices:
-            try:
-                outcomes.append(reconstruct(kspace, config, **options))
-            except Exception as error:
-                outcomes.append(error)
-        return outcomes
-
-    return run
 
 
 class _Session:
