@@ -6,6 +6,7 @@ Not a test (nothing here runs under pytest). Run from the repository root::
     python bench/speed.py --presets fast --threads 1 --slices berkeley
     python bench/speed.py --presets fast,balanced --threads 2 --peers pics
     python bench/speed.py --presets fast --virtual-coils 0,8 --slices synthetic   # coil compression
+    python bench/speed.py --presets fast --peers pics --batch 1,8         # slices solved as one batch
 
 Slices: ``berkeley``, the fully sampled Berkeley 8-coil brain (230 x 180, from
 ``../shared/data/berkeley_brain8ch``) undersampled with ``bench/quality.py``'s mask (``--mask``,
@@ -25,6 +26,12 @@ PoGMDM's time is one ``reconstruct`` call with the prior already loaded (the gad
 once per connection); the first slice of a process, so
 the prior's per-level tables are built inside it, as they are for every slice of a scan whose
 noise level differs between slices.
+
+``--batch N`` rows reconstruct ``N`` slices in one ``recon_core.recon.batch.reconstruct_batch``
+call (what the gadget does on a GPU with the slices waiting together) and report the time per
+slice (the call's time / ``N``). The slices are the chosen slice with independent complex noise
+added to all but the first (std ``0.25 b`` times the slice's own noise estimate for slice ``b``),
+so each has its own noise level and schedule, as the slices of a scan do.
 
 Memory: the peak resident set size of the child process (``ru_maxrss``: Python, torch and the
 data included); for BART the largest peak of its calls (``ecalib``, ``pics``), each measured by
@@ -118,8 +125,29 @@ def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
+def series_copies(kspace: np.ndarray, mask: np.ndarray, count: int) -> list[np.ndarray]:
+    """``count`` slices: ``kspace`` and copies with seeded complex noise of std ``0.25 b`` times
+    its noise estimate added where sampled (slice ``b``); see the module docstring."""
+    import torch
+
+    from recon_core.physics.noise_estimation import estimate_noise_std
+
+    sigma = estimate_noise_std(torch.from_numpy(kspace), torch.from_numpy(mask))
+    generator = np.random.default_rng(0)
+    copies = [kspace]
+    for index in range(1, count):
+        noise = generator.standard_normal(kspace.shape) + 1j * generator.standard_normal(kspace.shape)
+        copies.append((kspace + 0.25 * index * sigma * noise * mask).astype(np.complex64))
+    return copies
+
+
 def run_pogmdm(
-    preset: str, device_name: str, kspace: np.ndarray, mask: np.ndarray, overrides: dict[str, str]
+    preset: str,
+    device_name: str,
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    overrides: dict[str, str],
+    batch: int = 1,
 ) -> dict[str, object]:
     import dataclasses
 
@@ -127,6 +155,7 @@ def run_pogmdm(
 
     from recon_core.physics.kspace import KSpaceSlice
     from recon_core.prior import load_inference_prior
+    from recon_core.recon.batch import reconstruct_batch
     from recon_core.recon.config import config_from_mapping, load_preset
     from recon_core.recon.device import resolve_device
     from recon_core.recon.reconstruction import reconstruct
@@ -134,19 +163,29 @@ def run_pogmdm(
     device = resolve_device(device_name)
     config = dataclasses.replace(config_from_mapping(overrides, load_preset(preset)), device=str(device))
     prior = load_inference_prior("", device)
-    data = KSpaceSlice(kspace=torch.from_numpy(kspace), mask=torch.from_numpy(mask))
+    series = [
+        KSpaceSlice(kspace=torch.from_numpy(copy), mask=torch.from_numpy(mask))
+        for copy in series_copies(kspace, mask, batch)
+    ]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
-    result = reconstruct(data, config, prior)
-    image = result.image.cpu()
+    if batch == 1:
+        images = [reconstruct(series[0], config, prior).image.cpu()]
+    else:
+        results = reconstruct_batch(series, config, prior)
+        failed = [result for result in results if isinstance(result, Exception)]
+        if failed:
+            raise failed[0]
+        images = [result.image.cpu() for result in results]  # type: ignore[union-attr]
     seconds = time.perf_counter() - start
     row: dict[str, object] = {
-        "seconds": seconds,
-        "cpu_seconds": _cpu_seconds(resource.RUSAGE_SELF) - cpu_start,
+        "seconds": seconds / batch,
+        "cpu_seconds": (_cpu_seconds(resource.RUSAGE_SELF) - cpu_start) / batch,
         "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
     }
+    image = torch.stack(images)
     if device.type == "cuda":
         row["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     row["finite"] = bool(torch.isfinite(image).all())
@@ -204,7 +243,9 @@ def child_main(spec: dict[str, object]) -> None:
     if method in PEERS:
         row = run_peer(method, kspace)
     else:
-        row = run_pogmdm(method, str(spec["device"]), kspace, mask, spec["overrides"])  # type: ignore[arg-type]
+        overrides = spec["overrides"]
+        batch = int(spec.get("batch", 1))  # type: ignore[call-overload]
+        row = run_pogmdm(method, str(spec["device"]), kspace, mask, overrides, batch)  # type: ignore[arg-type]
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -255,6 +296,8 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         label = label or f"PoGMDM {row['method']}"
         if int(row.get("virtual_coils", 0)):  # type: ignore[arg-type]
             label += f", {row['virtual_coils']} virtual coils"
+        if int(row.get("batch", 1)) > 1:  # type: ignore[arg-type]
+            label += f", batch of {row['batch']} (time per slice)"
         prefix = f"| {row['slice']} | {row['device']} | {row['threads']} | {label} |"
         if "error" in row:
             lines.append(f"{prefix} failed: {row['error']} | | | | | | {load} |")
@@ -300,6 +343,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a setting of every PoGMDM row",
     )
+    parser.add_argument(
+        "--batch",
+        default="1",
+        help="comma-separated slices per reconstruct_batch call, one PoGMDM row each (1: reconstruct)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per row")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -316,6 +364,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.peers = listed(args.peers, PEERS)
     args.slices = listed(args.slices, SLICES)
     args.threads = [int(item) for item in args.threads.split(",") if item.strip()]
+    args.batch = [int(item) for item in args.batch.split(",") if item.strip()] or [1]
     overrides = dict(item.split("=", 1) for item in args.set)
     counts = [item.strip() for item in args.virtual_coils.split(",") if item.strip()]
     # One settings mapping per PoGMDM row variant: the --set values, each virtual coil count on top.
@@ -345,9 +394,13 @@ def main(argv: list[str] | None = None) -> None:
                     spec = {"method": method, "slice": slice_name, "mask": args.mask}
                     spec.update(threads=threads, device=device, wait_policy=args.wait_policy)
                     variants = args.variants if method in PRESETS else [{}]
+                    batches = args.batch if method in PRESETS else [1]
                     for variant in variants:
                         coils = int(variant.get("virtual_coils", 0))
-                        specs.append({**spec, "overrides": variant, "virtual_coils": coils})
+                        for batch in batches:
+                            specs.append(
+                                {**spec, "overrides": variant, "virtual_coils": coils, "batch": batch}
+                            )
     print(
         f"{len(specs)} rows on {os.cpu_count()} cores; load average {os.getloadavg()}; "
         + (f"OMP_WAIT_POLICY={args.wait_policy}" if args.wait_policy else f"GOMP_SPINCOUNT={SPIN_COUNT}"),
@@ -359,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         shown = f"{row['seconds']:.2f} s, {row['peak_rss_mb']:.0f} MB" if "seconds" in row else row["error"]
         coils = f" ({spec['virtual_coils']} virtual coils)" if spec["virtual_coils"] else ""
+        coils += f" (batch of {spec['batch']}, per slice)" if int(spec["batch"]) > 1 else ""  # type: ignore[call-overload]
         where = f"{spec['slice']} {spec['device']} x{spec['threads']}"
         print(f"  {where} {spec['method']}{coils}: {shown}", flush=True)
     print()

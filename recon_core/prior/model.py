@@ -39,7 +39,7 @@ from recon_core.prior.mixture import (
     mixture_potential,
 )
 from recon_core.prior.shearlet import ShearletFilterBank
-from recon_core.prior.tabulated import PotentialTables, build_tables, interpolate
+from recon_core.prior.tabulated import PotentialTables, build_tables, interpolate, stack_tables
 
 BankKind = Literal["shearlet", "conv"]
 GainKind = Literal["max", "learned"]
@@ -359,13 +359,10 @@ class TabulatedPoGMDM:
         """``(B, H, W)`` tabulated score (no autograd through the tables)."""
         sigma_b = sigma_vector(sigma, x.shape[0], x)
         levels, group = torch.unique(sigma_b, return_inverse=True)
-        # Tables of several levels are stacked, so they need the same node count: the full one.
-        nodes_per_std = self.nodes_per_std if levels.numel() == 1 else None
-        parts = [self._table_for(float(level), x.device, x.dtype, nodes_per_std) for level in levels.tolist()]
-        tables = parts[0]
-        if len(parts) > 1:
-            names = PotentialTables.__dataclass_fields__
-            tables = PotentialTables(*(torch.cat([getattr(p, name) for p in parts]) for name in names))
+        # Several levels (slices of a batch): their tables stacked, the shorter ones padded.
+        nodes = self.nodes_per_std
+        parts = [self._table_for(float(level), x.device, x.dtype, nodes) for level in levels.tolist()]
+        tables = parts[0] if len(parts) == 1 else stack_tables(parts)
         with torch.no_grad():
             return self.model.score_tabulated(x, sigma_b, tables, group)
 

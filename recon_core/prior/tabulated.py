@@ -124,6 +124,31 @@ def build_tables(
     return PotentialTables(lines, -half_width, spacing)
 
 
+def stack_tables(parts: list[PotentialTables]) -> PotentialTables:
+    """The tables of several noise levels as one (groups concatenated in order).
+
+    Tables with fewer nodes are padded with copies of their last segment: it is the Gaussian
+    tail's line, valid for every position from the last node on, so a lookup past a short
+    table's end gives the same value as in the table alone.
+    """
+    segments = max(part.lines.shape[-1] for part in parts)
+    lines = [
+        torch.cat(
+            (
+                part.lines,
+                part.lines[..., -1:].expand(*part.lines.shape[:-1], segments - part.lines.shape[-1]),
+            ),
+            -1,
+        )
+        for part in parts
+    ]
+    return PotentialTables(
+        torch.cat(lines),
+        torch.cat([part.start for part in parts]),
+        torch.cat([part.spacing for part in parts]),
+    )
+
+
 def interpolate(tables: PotentialTables, points: Tensor, group: Tensor, experts: slice) -> Tensor:
     """Evaluate tabulated ``psi'`` at ``points``.
 

@@ -12,8 +12,8 @@ batch, exactly as it runs the jackknife's replicates: each entry has its own dat
 noise-tied schedule of prior levels and data weights (a ``(T, B)`` tensor: ``sigma_n`` differs
 from slice to slice), its own step sizes and backtracking, its own coil anchor and its own data
 refinement damping. Each slice's result equals what :func:`reconstruct` returns for it alone,
-up to float rounding and the tabulated prior's interpolation (several levels in one call use
-the full-size tables, :class:`recon_core.prior.model.TabulatedPoGMDM`).
+up to float rounding (the tabulated prior stacks the levels' own tables,
+:func:`recon_core.prior.tabulated.stack_tables`).
 
 Only slices that can share a batch are solved together: same method ``map``, same (compressed)
 coil count and matrix, the same coil start kind (anchored ESPIRiT or the calibration-free one)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from recon_core.prior.mixture import GaussianMixtureExperts, mixture_derivative
-from recon_core.prior.tabulated import build_tables, interpolate
+from recon_core.prior.tabulated import build_tables, interpolate, stack_tables
 
 
 def _experts() -> GaussianMixtureExperts:
@@ -72,6 +72,23 @@ def test_interpolation_of_an_expert_slice_and_in_float32() -> None:
     torch.testing.assert_close(part, full[:, 1:])
     single = interpolate(tables32, points.float(), group, slice(1, 3))
     torch.testing.assert_close(single.double(), part, rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_tables_of_different_lengths_give_each_table_s_values() -> None:
+    """Levels of a batch: a short table padded to a long one's length looks up as alone, inside
+    its grid and past its end (the padding is its tail line)."""
+    experts = _experts()
+    short = build_tables(experts, torch.tensor([[0.3, 0.5, 0.8]], dtype=torch.float64), num_points=17)
+    long = build_tables(experts, torch.tensor([[0.2, 0.4, 0.6]], dtype=torch.float64), num_points=65)
+    stacked = stack_tables([short, long])
+    assert stacked.lines.shape == (2, 3, 66) and stacked.start.shape == (2, 3)
+    points = torch.linspace(-30.0, 30.0, 601, dtype=torch.float64).repeat(2, 3, 1)
+    both = interpolate(stacked, points, torch.tensor([0, 1]), slice(None))
+    alone = [
+        interpolate(table, points[:1], torch.zeros(1, dtype=torch.long), slice(None))
+        for table in (short, long)
+    ]
+    torch.testing.assert_close(both, torch.cat(alone), rtol=1e-12, atol=1e-12)
 
 
 def test_interpolation_gradients_pass_autograd_checks() -> None:

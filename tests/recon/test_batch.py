@@ -79,7 +79,7 @@ def test_batch_gives_each_slice_what_it_gives_alone(image_model: str, device: to
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped prior weights are missing")
 def test_batch_with_the_shipped_prior_and_per_slice_levels(device: torch.device) -> None:
-    """The tabulated PoGMDM at a different level per slice (tables stacked in one call)."""
+    """The tabulated PoGMDM at a different level per slice (each level's own table, stacked)."""
     size = 40
     mask = random_lines_mask((size, size), 3.0, 0.1, seed=4)
     slices = [
@@ -93,7 +93,7 @@ def test_batch_with_the_shipped_prior_and_per_slice_levels(device: torch.device)
     assert alone[0].info["sigmas"] != alone[1].info["sigmas"]
     for single, batched in zip(alone, together, strict=True):
         assert isinstance(batched, ReconResult) and batched.info["batch_slices"] == 2
-        assert _relative_difference(batched.image, single.image) < 2e-3
+        assert _relative_difference(batched.image, single.image) < 1e-4
 
 
 def test_a_bad_slice_fails_alone_and_odd_shapes_are_solved_alone(device: torch.device) -> None:
