@@ -58,6 +58,13 @@ def _relative_difference(first: torch.Tensor, second: torch.Tensor) -> float:
     return float((first - second).norm() / second.norm())
 
 
+def _tolerance(device: torch.device) -> float:
+    """Batched and single solves round differently (batched FFTs and reductions), and the
+    non-convex solver can amplify rounding (docs/benchmarks.md); a CPU stays within 1e-4 here,
+    CUDA kernels are given 1e-3. A wrong per-slice schedule differs by 2e-2 or more."""
+    return 1e-4 if device.type == "cpu" else 1e-3
+
+
 @pytest.mark.parametrize("image_model", ["complex", "magnitude"])
 def test_batch_gives_each_slice_what_it_gives_alone(image_model: str, device: torch.device) -> None:
     slices = [data.to(device) for data in _series()]
@@ -71,8 +78,8 @@ def test_batch_gives_each_slice_what_it_gives_alone(image_model: str, device: to
         expected_batch = 1 if single.info["coil_start"] == "espirit" else 2
         assert batched.info["batch_slices"] == expected_batch
         assert batched.image.shape == single.image.shape and batched.image.dtype == torch.float32
-        assert _relative_difference(batched.image, single.image) < 1e-4
-        assert _relative_difference(batched.coil_maps, single.coil_maps) < 1e-3
+        assert _relative_difference(batched.image, single.image) < _tolerance(device)
+        assert _relative_difference(batched.coil_maps, single.coil_maps) < 10 * _tolerance(device)
         assert batched.info["noise_std"] == single.info["noise_std"]
         assert batched.info["data_weight"] == single.info["data_weight"]
 
@@ -93,7 +100,7 @@ def test_batch_with_the_shipped_prior_and_per_slice_levels(device: torch.device)
     assert alone[0].info["sigmas"] != alone[1].info["sigmas"]
     for single, batched in zip(alone, together, strict=True):
         assert isinstance(batched, ReconResult) and batched.info["batch_slices"] == 2
-        assert _relative_difference(batched.image, single.image) < 1e-4
+        assert _relative_difference(batched.image, single.image) < _tolerance(device)
 
 
 def test_a_bad_slice_fails_alone_and_odd_shapes_are_solved_alone(device: torch.device) -> None:
