@@ -11,20 +11,15 @@ batch, exactly as it runs the jackknife's replicates: each entry has its own dat
 (:class:`recon_core.physics.data_term.JointDataTerm` with ``(B, C, H, W)`` data), its own
 noise-tied schedule of prior levels and data weights (a ``(T, B)`` tensor: ``sigma_n`` differs
 from slice to slice), its own step sizes and backtracking, its own coil anchor and its own data
-refinement damping. Each slice's result equals what :func:`reconstruct` returns for it alone,
-up to float rounding (the tabulated prior stacks the levels' own tables,
-:func:`recon_core.prior.tabulated.stack_tables`). The non-convex solver amplifies rounding on
-some slices: on an 8-slice Shepp-Logan series through the gadget 5 slices agreed within 5e-4
-(relative L2) and 2 within 3.5e-3, as much as a 1e-6 relative perturbation of the input k-space
-changes those two when each is reconstructed alone (4.0e-3 and 3.5e-3).
-
-Only slices that can share a batch are solved together: same method ``map``, same (compressed)
-coil count and matrix, the same coil start kind (anchored ESPIRiT or the calibration-free one)
-and one map set (a slice with a second, fixed map set is solved on its own). Every other slice,
-and every slice of the posterior and jackknife methods (whose chains or replicates already fill
-the batch), is reconstructed on its own. If the joint solve fails (e.g. the device runs out of
-memory) its slices are retried one at a time, so a batch never loses a slice that can be
-reconstructed alone.
+refinement damping. The solver and the refinement use the same float32 per-entry arithmetic for
+a shared schedule as for a batch (:func:`recon_core.recon.map_solver.per_entry_schedule`), and
+the tabulated prior stacks each level's own table (:func:`recon_core.prior.tabulated.stack_tables`),
+so on one CPU thread a slice's result in a batch is bit for bit what :func:`reconstruct` returns
+for it alone. With more threads (and on a GPU) torch splits the per-entry reductions by the
+batch's shape, so they round differently, and the backtracking tests of the non-convex solver
+can amplify that on some slices: on an 8-slice Shepp-Logan series through the gadget (2
+threads) 6 slices agreed within 5e-4 (relative L2) and 2 within 3.5e-3, as much as a 1e-6
+relative perturbation of the input k-space changes those two reconstructed alone.
 """
 
 from __future__ import annotations

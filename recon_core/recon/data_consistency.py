@@ -88,13 +88,12 @@ def refine_data_consistency(
     image = image.clone()  # updated in place below
     squared = batch_inner(residual, residual)
     tiny = torch.finfo(squared.dtype).tiny
-    if isinstance(damping, Tensor):  # one per entry
-        entry_damping = per_batch(damping.to(device=image.device, dtype=squared.dtype), image)
+    # One arithmetic for a shared and a per-entry damping (float32, per entry): a slice refined in
+    # a batch of slices takes exactly the steps it takes alone.
+    entry_damping = torch.as_tensor(damping, dtype=squared.dtype, device=image.device).expand(image.shape[0])
+    entry_damping = per_batch(entry_damping, image)
     for _ in range(max_steps):
-        if isinstance(damping, Tensor):
-            product = data_term.normal(direction, maps).add_(entry_damping * direction)
-        else:
-            product = data_term.normal(direction, maps).add_(direction, alpha=damping)
+        product = data_term.normal(direction, maps).add_(entry_damping * direction)
         curvature = batch_inner(direction, product)
         # A chain whose residual vanished (or whose direction has no curvature) stops moving.
         active = (curvature > tiny) & (squared > tiny)

@@ -81,18 +81,11 @@ def solve_map(
         raise ValueError(f"need one weight per sigma, got {len(sigmas)} sigmas and {len(weights)} weights")
     batch = image.shape[0]
     image = project_image(image)
-    per_entry = isinstance(weights, Tensor)
-    if per_entry != isinstance(sigmas, Tensor) or (
-        per_entry and (tuple(sigmas.shape) != tuple(weights.shape) or tuple(weights.shape[1:]) != (batch,))
-    ):
-        raise ValueError(
-            f"sigmas and weights must both be floats or both ({len(sigmas)}, {batch}) tensors, got "
-            f"{type(sigmas).__name__} and {type(weights).__name__} {tuple(getattr(weights, 'shape', ()))}"
-        )
-    if per_entry:
-        image_steps = weights[0].to(device=image.device, dtype=torch.float32).reciprocal().expand(batch)
-    else:
-        image_steps = torch.full((batch,), 1.0 / float(weights[0]), device=image.device)
+    # One arithmetic for a shared and a per-entry schedule (float32, per entry): a slice solved in
+    # a batch of slices then takes exactly the steps it takes alone.
+    sigmas = per_entry_schedule(sigmas, batch, image.device)
+    weights = per_entry_schedule(weights, batch, image.device)
+    image_steps = weights[0].reciprocal()
     coil_steps = torch.full((batch,), INITIAL_COIL_STEP, device=image.device)
     residual = data_term.residual(image, coils)
     gradient: Tensor | None = None
@@ -109,18 +102,15 @@ def solve_map(
         if iteration > 0:
             # The objective's curvature scales about with the data weight (lambda ||A||^2 plus a
             # prior curvature ~ 1 / sigma^2 that rises with it): predict the step from it.
-            if per_entry:
-                image_steps = image_steps * (weights[iteration - 1] / weight)
-            else:
-                image_steps = image_steps * (float(weights[iteration - 1]) / float(weight))
+            image_steps = image_steps * (weights[iteration - 1] / weight)
         image_result = image_step(
             data_term,
             prior,
             start_point,
             coils,
             image_steps,
-            weight if per_entry else float(weight),
-            sigma if per_entry else float(sigma),
+            weight,
+            sigma,
             residual,
             gradient,
             check=iteration % STEP_CHECK_INTERVAL == 0,
@@ -141,3 +131,18 @@ def solve_map(
         if progress is not None:
             progress(iteration + 1, total)
     return MapResult(image=image, coils=coils, iterations=total)
+
+
+def per_entry_schedule(values: Sequence[float] | Tensor, batch: int, device: torch.device) -> Tensor:
+    """A schedule as a ``(T, B)`` float32 tensor: ``T`` floats shared by the batch, or a ``(T, B)``
+    tensor (one schedule per entry) as it is.
+
+    Raises:
+        ValueError: for a tensor of another shape.
+    """
+    if isinstance(values, Tensor):
+        if values.ndim != 2 or values.shape[1] != batch:
+            raise ValueError(f"a per-entry schedule must be (T, {batch}), got {tuple(values.shape)}")
+        return values.to(device=device, dtype=torch.float32)
+    column = torch.tensor([float(value) for value in values], dtype=torch.float32, device=device)
+    return column.unsqueeze(1).expand(-1, batch)
