@@ -35,10 +35,10 @@ so each has its own noise level and schedule, as the slices of a scan do.
 
 Memory: the peak resident set size of the child process (``ru_maxrss``: Python, torch and the
 data included); for BART the largest peak of its calls (``ecalib``, ``pics``), each measured by
-``/usr/bin/time``; on CUDA also
-``torch.cuda.max_memory_allocated``. A CUDA row first runs one untimed reconstruction (CUDA's
-start-up: context, cuFFT plans, kernels; a series pays it once) and prints its time apart. The machine may be shared: the 1-minute load average is
-recorded before and after every row (a load above the number of cores means the row competed
+``/usr/bin/time``; on CUDA also ``torch.cuda.max_memory_allocated``. A CUDA row first runs one
+untimed reconstruction (CUDA's start-up: context, cuFFT plans, kernels; a series pays it once)
+and prints its time apart. The machine may be shared: the 1-minute load average is recorded
+before and after every row (a load above the number of cores means the row competed
 for them), and the CPU seconds of every row are printed beside its wall time: on a busy machine
 the CPU time of a 1-thread row is close to its wall time on an idle core. Prints a Markdown
 table with the ratio of every row's times to ``pics`` on the same slice and threads.
