@@ -147,6 +147,21 @@ def test_gradients_match_autograd_for_a_complex_image(
     )
 
 
+def _assert_linear_model_adjoint(
+    data_term: JointDataTerm, image: torch.Tensor, coils: torch.Tensor, device: torch.device
+) -> None:
+    """The per-entry linear model ``v -> M_b F S_b v`` and its adjoint pass the dot-product test."""
+    maps = normalised_coils(coils)
+    complex_image = image.to(torch.complex64)
+    assert_adjoint(
+        lambda v: data_term.residual(v, coils, maps) + data_term.measured_unshifted,
+        lambda r: data_term.grad_image(complex_image, coils, 1.0, residual=r, maps=maps),
+        tuple(image.shape),
+        (image.shape[0], coils.shape[1], *image.shape[1:]),
+        device,
+    )
+
+
 @pytest.mark.parametrize("whole_readouts", [False, True])
 def test_per_entry_masks(whole_readouts: bool, device: torch.device) -> None:
     """A ``(B, H, W)`` mask (the jackknife's replicates) acts like one data term per entry, its
@@ -168,15 +183,7 @@ def test_per_entry_masks(whole_readouts: bool, device: torch.device) -> None:
     batched.value(image_leaf, coils, 2.0).sum().backward()
     assert image_leaf.grad is not None
     torch.testing.assert_close(batched.grad_image(image, coils, 2.0), image_leaf.grad, rtol=1e-4, atol=1e-5)
-    maps = normalised_coils(coils)
-    complex_image = image.to(torch.complex64)
-    assert_adjoint(
-        lambda v: batched.residual(v, coils, maps) + batched.measured_unshifted,
-        lambda r: batched.grad_image(complex_image, coils, 1.0, residual=r, maps=maps),
-        tuple(image.shape),
-        (2, 3, 8, 10),
-        device,
-    )
+    _assert_linear_model_adjoint(batched, image, coils, device)
     with pytest.raises(ValueError, match="mask must be bool"):
         JointDataTerm(kspace=data_term.kspace, mask=masks[:, None])
 
@@ -212,14 +219,6 @@ def test_per_entry_data(whole_readouts: bool, device: torch.device) -> None:
             rtol=1e-4,
             atol=1e-5,
         )
-    maps = normalised_coils(coils)
-    complex_image = image.to(torch.complex64)
-    assert_adjoint(
-        lambda v: batched.residual(v, coils, maps) + batched.measured_unshifted,
-        lambda r: batched.grad_image(complex_image, coils, 1.0, residual=r, maps=maps),
-        tuple(image.shape),
-        (2, 3, 8, 10),
-        device,
-    )
+    _assert_linear_model_adjoint(batched, image, coils, device)
     with pytest.raises(ValueError, match="same batch size"):
         JointDataTerm(kspace=batched.kspace, mask=torch.stack([first.mask] * 3))
