@@ -7,6 +7,8 @@ before the second repetition's readouts are read, not when the stream closes. Wi
 reconstructed side by side, the reader holds the second repetition back until an image arrives
 (as a scanner between two measurements would): the first image must leave from its worker
 while the main thread waits for readouts, and the images must leave in the order the slices came.
+With ``batch_slices`` the slices that wait together are solved in one batch: same images, same
+order, and a slice that fails inside a batch is reported while the others come back.
 """
 
 from __future__ import annotations
@@ -83,21 +85,29 @@ class RecordingConnection:
             end.close()
 
 
-def _stream(
+def _connection(
     tmp_path: Path, repetitions: int, workers: int, hold: bool, batch: int = 0
 ) -> tuple[RecordingConnection, int, int]:
-    """Run the gadget over a ``repetitions``-slice raw file; ``hold``: the reader waits for an
-    image before the second slice. Returns the connection, the readouts taken once the second
-    slice starts and the readouts in all."""
+    """A connection over a ``repetitions``-slice raw file; ``hold``: the reader waits for an image
+    before the second slice. Returns it, the readouts taken once the second slice starts and the
+    readouts in all."""
     raw = shepp_logan_raw(tmp_path / "raw.h5", matrix=32, coils=4, repetitions=repetitions, noise_level=0.005)
     header, acquisitions = read_raw(raw)
     first_of_second = [acquisition.idx.repetition for acquisition in acquisitions].index(1) + 1
     connection = RecordingConnection(header, acquisitions, workers, first_of_second if hold else 0, batch)
+    return connection, first_of_second, len(acquisitions)
+
+
+def _stream(
+    tmp_path: Path, repetitions: int, workers: int, hold: bool, batch: int = 0
+) -> tuple[RecordingConnection, int, int]:
+    """Run the gadget over :func:`_connection`'s stream; returns what it returns."""
+    connection, first_of_second, total = _connection(tmp_path, repetitions, workers, hold, batch)
     try:
         run_gadget(connection, "acquisitions")
     finally:
         connection.close()
-    return connection, first_of_second, len(acquisitions)
+    return connection, first_of_second, total
 
 
 @pytest.mark.skipif(
@@ -135,26 +145,23 @@ def test_slices_waiting_together_are_solved_as_one_batch(
     import recon_core.recon.batch as batch_module
 
     batches: list[int] = []
-    connections: list[RecordingConnection] = []
+    connection, _, total = _connection(tmp_path, repetitions=3, workers=1, hold=False, batch=3)
     real_batch = batch_module.reconstruct_batch
 
     def recording_batch(slices: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
         batches.append(len(slices))
         if len(batches) == 1:  # hold the first until every readout was read: the rest wait together
             deadline = time.monotonic() + GATE_TIMEOUT_S
-            while connections[0].taken < len(connections[0]._acquisitions) and time.monotonic() < deadline:
+            while connection.taken < total and time.monotonic() < deadline:
                 time.sleep(0.01)
         return real_batch(slices, *args, **kwargs)
 
     monkeypatch.setattr(batch_module, "reconstruct_batch", recording_batch)
-    original_init = RecordingConnection.__init__
-
-    def remembered_init(self: RecordingConnection, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        connections.append(self)
-
-    monkeypatch.setattr(RecordingConnection, "__init__", remembered_init)
-    batched, _, _ = _stream(tmp_path, repetitions=3, workers=1, hold=False, batch=3)
+    try:
+        run_gadget(connection, "acquisitions")
+    finally:
+        connection.close()
+    batched = connection
     assert batches == [1, 2]
     (tmp_path / "one_by_one").mkdir()
     one_by_one, _, _ = _stream(tmp_path / "one_by_one", repetitions=3, workers=1, hold=False, batch=1)
@@ -164,3 +171,33 @@ def test_slices_waiting_together_are_solved_as_one_batch(
     for first, second in zip(batched.images, one_by_one.images, strict=True):
         difference = np.linalg.norm(first.data - second.data) / np.linalg.norm(second.data)
         assert difference < 1e-3
+
+
+@pytest.mark.skipif(
+    not generator_available(), reason="Debian's ismrmrd_generate_cartesian_shepp_logan is missing"
+)
+def test_a_slice_failing_inside_a_batch_is_reported_and_the_others_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recon_core.recon.batch as batch_module
+    from gadgets.pogmdm_gadget import ReconstructionError
+
+    prepared: list[int] = []
+    real_prepare = batch_module.prepare_slice
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        prepared.append(len(prepared))
+        if len(prepared) == 2:
+            raise ValueError("simulated bad slice")
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "prepare_slice", second_fails)
+    connection, _, _ = _connection(tmp_path, repetitions=3, workers=1, hold=False, batch=3)
+    try:
+        with pytest.raises(ReconstructionError, match="simulated bad slice"):
+            run_gadget(connection, "acquisitions")
+    finally:
+        connection.close()
+    assert [image.repetition for image in connection.images] == [0, 2]
+    errors = [kind for kind, _ in connection.sent if kind == "GadgetError"]
+    assert len(errors) == 1
