@@ -29,6 +29,10 @@ RANGE_STDS = 8.0
 # float32 stays in cache; the mixture's general default (2^22) took about twice as long per
 # table on one CPU thread (shipped shearlet prior, 20 experts x 1,100 nodes). Same values.
 TABLE_CHUNK_ELEMENTS = 1 << 18
+# On a GPU the chunks only add kernel launches (about six per chunk): a table of the shipped
+# prior (20 experts x up to 2,250 nodes x 125 components, 11 MB at most) is built in one chunk.
+# Chunking does not change a value (every point's softmax is its own), so CPU and GPU tables agree.
+ACCELERATOR_TABLE_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ def build_tables(
         num_points: nodes per table (>= 2); with ``nodes_per_std`` the most nodes.
         range_stds: half-width of the table beyond the grid radius, in units of ``s``.
         chunk_elements: temporary-size bound passed to :func:`mixture_derivative`
-            (``TABLE_CHUNK_ELEMENTS`` if ``None``).
+            (``None``: ``TABLE_CHUNK_ELEMENTS`` on a CPU, ``ACCELERATOR_TABLE_CHUNK_ELEMENTS``
+            elsewhere).
         nodes_per_std: if given, use only as many nodes as needed for a spacing of
             ``s / nodes_per_std`` at the smallest ``s`` (capped at ``num_points``): wide
             components give smooth ``psi'`` that need few nodes (used in training).
@@ -111,7 +116,10 @@ def build_tables(
     nodes = steps * spacing.unsqueeze(-1)
     log_weights = experts.log_weights().to(std.dtype)
     rows = groups * num_experts
-    kwargs = {"chunk_elements": TABLE_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements}
+    if chunk_elements is None:
+        on_cpu = std.device.type == "cpu"
+        chunk_elements = TABLE_CHUNK_ELEMENTS if on_cpu else ACCELERATOR_TABLE_CHUNK_ELEMENTS
+    kwargs = {"chunk_elements": chunk_elements}
     upper = mixture_derivative(
         nodes.reshape(rows, num_points - lower),
         log_weights.unsqueeze(0).expand(groups, -1, -1).reshape(rows, -1),

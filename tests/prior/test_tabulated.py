@@ -91,6 +91,16 @@ def test_stacked_tables_of_different_lengths_give_each_table_s_values() -> None:
     torch.testing.assert_close(both, torch.cat(alone), rtol=1e-12, atol=1e-12)
 
 
+def test_chunking_does_not_change_a_table() -> None:
+    """The GPU builds a table in one chunk, the CPU in cache-sized ones: the same values."""
+    experts = _experts().float()
+    std = torch.tensor([[0.3, 0.5, 0.8], [0.2, 0.4, 0.6]])
+    small = build_tables(experts, std, num_points=257, chunk_elements=7 * 3 * 2)
+    whole = build_tables(experts, std, num_points=257, chunk_elements=1 << 24)
+    assert torch.equal(small.lines, whole.lines)
+    assert torch.equal(build_tables(experts, std, num_points=257).lines, whole.lines)
+
+
 def test_interpolation_gradients_pass_autograd_checks() -> None:
     """To the points (off the nodes: the interpolant is piecewise linear; inside and beyond the
     grid) and, through the table values, to the mixture weights."""
