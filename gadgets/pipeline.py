@@ -188,7 +188,7 @@ class BatchingPipeline(_InOrder[Key, Value], Generic[Key, Item, Value]):
             values = list(self._run_batch([item for item, _ in taken]))
             if len(values) != len(taken):
                 raise RuntimeError(f"a batch of {len(taken)} slices returned {len(values)} results")
-        except Exception as error:
+        except BaseException as error:  # every item gets an outcome: a waiting slice is never lost
             values = [error] * len(taken)
         for (_, future), value in zip(taken, values, strict=True):
             if isinstance(value, BaseException):
