@@ -35,17 +35,17 @@ from recon_core.physics.data_term import JointDataTerm
 from recon_core.physics.kspace import KSpaceSlice
 from recon_core.physics.operators import samples_whole_readouts
 from recon_core.prior.base import DiffusionImagePrior
-from recon_core.prior.coil_prior import COIL_PRIOR_ORDER
 from recon_core.recon.config import ReconConfig
 from recon_core.recon.data_consistency import refine_data_consistency
 from recon_core.recon.device import resolve_device
-from recon_core.recon.map_solver import solve_map
 from recon_core.recon.preparation import PreparedSlice, load_default_prior, prepare_slice
 from recon_core.recon.reconstruction import (
     Progress,
     ReconResult,
     Solution,
+    configured_map,
     map_schedule,
+    refinement_damping,
     solve_prepared,
     summarise,
 )
@@ -97,8 +97,7 @@ def reconstruct_batch(
                 continue
         for index in members:
             results[index] = _solve_alone(prepared[index], config, progress)
-    missing = RuntimeError("the slice was not reconstructed")
-    return [missing if result is None else result for result in results]
+    return [result for result in results if result is not None]  # every slice has one by now
 
 
 def batch_key(prepared: PreparedSlice, config: ReconConfig, index: int) -> tuple[Any, ...]:
@@ -155,20 +154,19 @@ def _solve_together(
     schedules = [map_schedule(config, prepared.sigma_n) for prepared in group]
     sigmas = _per_entry([sigmas for sigmas, _ in schedules], device)
     weights = _per_entry([weights for _, weights in schedules], device)
-    result = solve_map(
-        data_term,
+    result = configured_map(
+        config,
         first.prior,
+        data_term,
         torch.stack([prepared.start_image for prepared in group]),
         torch.stack([prepared.coil_start.coils for prepared in group]),
         sigmas,
         weights,
-        config.coil_smoothness,
+        anchor,
         progress,
-        coil_order=COIL_PRIOR_ORDER,
-        coil_anchor=anchor,
     )
     damping = torch.tensor(
-        [(prepared.sigma_n / config.data_consistency_amplitude) ** 2 for prepared in group], device=device
+        [refinement_damping(config, prepared.sigma_n) for prepared in group], device=device
     )
     refined = refine_data_consistency(
         data_term, result.image, result.coils, config.data_consistency_steps, damping

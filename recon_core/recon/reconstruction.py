@@ -281,9 +281,29 @@ def _map_estimate(
     """The MAP solver from ``image`` ``(B, ...)`` and ``coils`` ``(B, C, H, W)`` along the
     configured continuation; also returns its prior levels and data weights."""
     sigmas, weights = map_schedule(config, prepared.sigma_n)
-    result = solve_map(
+    anchor = prepared.coil_start.anchor
+    result = configured_map(
+        config, prepared.prior, data_term, image, coils, sigmas, weights, anchor, progress
+    )
+    return result, sigmas, weights
+
+
+def configured_map(
+    config: ReconConfig,
+    prior: DiffusionImagePrior,
+    data_term: JointDataTerm,
+    image: Tensor,
+    coils: Tensor,
+    sigmas: list[float] | Tensor,
+    weights: list[float] | Tensor,
+    coil_anchor: Tensor | None,
+    progress: Progress | None,
+) -> MapResult:
+    """:func:`recon_core.recon.map_solver.solve_map` with the configuration's coil prior, along
+    ``sigmas`` / ``weights`` (one schedule, or a ``(T, B)`` one per batch entry)."""
+    return solve_map(
         data_term,
-        prepared.prior,
+        prior,
         image,
         coils,
         sigmas,
@@ -291,16 +311,20 @@ def _map_estimate(
         config.coil_smoothness,
         progress,
         coil_order=COIL_PRIOR_ORDER,
-        coil_anchor=prepared.coil_start.anchor,
+        coil_anchor=coil_anchor,
     )
-    return result, sigmas, weights
+
+
+def refinement_damping(config: ReconConfig, sigma_n: float) -> float:
+    """The damping ``(sigma_n / tau)^2`` of the data refinement (normalised units)."""
+    return (sigma_n / config.data_consistency_amplitude) ** 2
 
 
 def _refined(
     prepared: PreparedSlice, config: ReconConfig, data_term: JointDataTerm, images: Tensor, coils: Tensor
 ) -> Tensor:
-    """The damped data refinement of ``images`` (damping ``(sigma_n / tau)^2``, coils fixed)."""
-    damping = (prepared.sigma_n / config.data_consistency_amplitude) ** 2
+    """The damped data refinement of ``images`` (:func:`refinement_damping`, coils fixed)."""
+    damping = refinement_damping(config, prepared.sigma_n)
     return refine_data_consistency(data_term, images, coils, config.data_consistency_steps, damping)
 
 

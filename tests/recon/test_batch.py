@@ -16,7 +16,7 @@ from recon_core.prior import default_weights_path, load_inference_prior
 from recon_core.recon.batch import reconstruct_batch
 from recon_core.recon.config import ReconConfig, load_preset
 from recon_core.recon.map_solver import solve_map
-from recon_core.recon.reconstruction import ReconResult, reconstruct
+from recon_core.recon.reconstruction import ReconResult, configured_map, reconstruct
 from recon_core.sim.masks import equispaced_lines_mask, random_lines_mask
 from recon_core.sim.phantom import birdcage_coil_maps, shepp_logan
 
@@ -140,14 +140,14 @@ def test_a_failed_joint_solve_falls_back_to_one_slice_at_a_time(monkeypatch: pyt
     calls: list[int] = []
 
     def solve_only_one(*args: object, **kwargs: object) -> object:
-        image = args[2]
+        image = args[3]
         assert isinstance(image, torch.Tensor)
         calls.append(image.shape[0])
         if image.shape[0] > 1:
             raise RuntimeError("out of device memory")
-        return solve_map(*args, **kwargs)  # type: ignore[arg-type]
+        return configured_map(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch_module, "solve_map", solve_only_one)
+    monkeypatch.setattr(batch_module, "configured_map", solve_only_one)
     results = reconstruct_batch(slices, _config(device), SmoothTVPrior())
     assert calls == [2]  # the joint solve was tried; the single solves go through reconstruction
     assert all(isinstance(result, ReconResult) and result.info["batch_slices"] == 1 for result in results)
