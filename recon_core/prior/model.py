@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -137,6 +137,33 @@ def sigma_vector(sigma: Tensor | float, batch: int, reference: Tensor) -> Tensor
     return values
 
 
+Cached = TypeVar("Cached")
+
+
+def cached_value(
+    cache: dict[tuple[object, ...], Cached], key: tuple[object, ...], build: Callable[[], Cached], limit: int
+) -> Cached:
+    """``cache[key]``, built without autograd on a miss; the cache is emptied when it holds ``limit``.
+
+    One lookup (no ``in`` then ``[]``): slices reconstructed side by side share a cache, and
+    another thread may clear it between two lookups.
+    """
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= limit:
+            cache.clear()
+        with torch.no_grad():
+            value = build()
+        cache[key] = value
+    return value
+
+
+def parameter_versions(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Storage and version of every parameter: part of a cache key, so that an optimiser step
+    or a load invalidates what was cached from the old values."""
+    return tuple((param.data_ptr(), param._version) for param in module.parameters())
+
+
 class PoGMDM(nn.Module):
     """PoGMDM prior: ``energy``, exact analytic ``score``, Tweedie ``denoise``; satisfies
     :class:`~recon_core.prior.base.DiffusionImagePrior`. See the module docstring for the maths.
@@ -147,6 +174,8 @@ class PoGMDM(nn.Module):
     dtype and the parameters' versions, so an optimiser step or a load invalidates them);
     nothing is cached while autograd records the parameters.
     """
+
+    max_cached = 17  # transfer functions (image sizes x devices x dtypes) and gains
 
     def __init__(self, config: PoGMDMConfig | None = None) -> None:
         super().__init__()
@@ -184,8 +213,7 @@ class PoGMDM(nn.Module):
         return torch.is_grad_enabled() and any(param.requires_grad for param in self.bank.parameters())
 
     def _cache_key(self, *parts: object) -> tuple[object, ...]:
-        versions = tuple((param.data_ptr(), param._version) for param in self.bank.parameters())
-        return (*parts, versions)
+        return (*parts, parameter_versions(self.bank))
 
     def transfer(self, height: int, width: int, dtype: torch.dtype) -> Tensor:
         """``(J, H, W // 2 + 1)`` complex transfer functions for ``H x W`` images (cached)."""
@@ -193,14 +221,11 @@ class PoGMDM(nn.Module):
         if self._recording():
             return self.bank.half_transfer(height, width).to(complex_dtype)
         key = self._cache_key("transfer", height, width, self.experts.means.device, complex_dtype)
-        cached = self._cache.get(key)  # one lookup: another thread may clear the cache meanwhile
-        if cached is None:
-            if len(self._cache) > 16:
-                self._cache.clear()
-            with torch.no_grad():
-                cached = self.bank.half_transfer(height, width).to(complex_dtype)
-            self._cache[key] = cached
-        return cached
+
+        def build() -> Tensor:
+            return self.bank.half_transfer(height, width).to(complex_dtype)
+
+        return cached_value(self._cache, key, build, self.max_cached)
 
     def gains(self) -> Tensor:
         """``(J,)`` gains ``eta_j``: learned, or the filters' (cached like :meth:`transfer`)."""
@@ -208,13 +233,7 @@ class PoGMDM(nn.Module):
             return self.log_gains.exp()
         if self._recording():
             return self.bank.gains()
-        key = self._cache_key("gains")
-        cached = self._cache.get(key)
-        if cached is None:
-            with torch.no_grad():
-                cached = self.bank.gains()
-            self._cache[key] = cached
-        return cached
+        return cached_value(self._cache, self._cache_key("gains"), self.bank.gains, self.max_cached)
 
     def component_std(self, sigma: Tensor) -> Tensor:
         """``(B, J)`` ``s_j(sigma_b)`` for ``sigma`` ``(B,)``."""
@@ -337,20 +356,16 @@ class TabulatedPoGMDM:
         self.nodes_per_std = nodes_per_std
         self._tables: dict[tuple[object, ...], PotentialTables] = {}
 
-    def _table_for(
-        self, sigma: float, device: torch.device, dtype: torch.dtype, nodes_per_std: float | None
-    ) -> PotentialTables:
-        versions = tuple((param.data_ptr(), param._version) for param in self.model.parameters())
-        key = (sigma, device, dtype, nodes_per_std, versions)
-        tables = self._tables.get(key)  # one lookup: slices reconstructed side by side share this
-        if tables is None:
-            if len(self._tables) >= self.max_cached_levels:
-                self._tables.clear()
-            with torch.no_grad():
-                level = torch.tensor([sigma], device=device, dtype=dtype)
-                tables = self.model.tables(level, self.num_points, nodes_per_std)
-            self._tables[key] = tables
-        return tables
+    def table_for(self, sigma: float, device: torch.device, dtype: torch.dtype) -> PotentialTables:
+        """The tables of one noise level (cached per level, device, dtype and parameter version)."""
+        nodes_per_std = self.nodes_per_std
+        key = (sigma, device, dtype, nodes_per_std, parameter_versions(self.model))
+
+        def build() -> PotentialTables:
+            level = torch.tensor([sigma], device=device, dtype=dtype)
+            return self.model.tables(level, self.num_points, nodes_per_std)
+
+        return cached_value(self._tables, key, build, self.max_cached_levels)
 
     def energy(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         return self.model.energy(x, sigma)
@@ -360,8 +375,7 @@ class TabulatedPoGMDM:
         sigma_b = sigma_vector(sigma, x.shape[0], x)
         levels, group = torch.unique(sigma_b, return_inverse=True)
         # Several levels (slices of a batch): their tables stacked, the shorter ones padded.
-        nodes = self.nodes_per_std
-        parts = [self._table_for(float(level), x.device, x.dtype, nodes) for level in levels.tolist()]
+        parts = [self.table_for(float(level), x.device, x.dtype) for level in levels.tolist()]
         tables = parts[0] if len(parts) == 1 else stack_tables(parts)
         with torch.no_grad():
             return self.model.score_tabulated(x, sigma_b, tables, group)

@@ -22,7 +22,7 @@ from torch import Tensor
 from recon_core.physics.operators import FFT2Operator
 from recon_core.prior.base import DiffusionImagePrior, tweedie_denoise
 from recon_core.prior.complex_prior import ComplexPartsPrior
-from recon_core.prior.model import PoGMDM
+from recon_core.prior.model import TabulatedPoGMDM
 
 
 def conjugate_gradient(
@@ -113,15 +113,13 @@ def tweedie_posterior_mean(
 class DifferentiableScore:
     """``score(x, sigma)`` with autograd through ``x``.
 
-    A tabulated PoGMDM (``prior.model`` a :class:`~recon_core.prior.model.PoGMDM` with
-    ``num_points``) is evaluated through its public ``tables`` / ``score_tabulated`` with
-    gradients on (its own ``score`` switches them off); tables are built once per level. Any
-    other prior's ``score`` is called as is.
+    A :class:`~recon_core.prior.model.TabulatedPoGMDM` is evaluated through its cached
+    ``table_for`` and its model's ``score_tabulated`` with gradients on (its own ``score``
+    switches them off). Any other prior's ``score`` is called as is.
     """
 
     def __init__(self, prior: DiffusionImagePrior) -> None:
         self.prior = prior
-        self._tables: dict[float, object] = {}
 
     def __call__(self, x: Tensor, sigma: float) -> Tensor:
         """``(B, H, W)`` score of real images, or of the real and imaginary parts of complex ones
@@ -129,18 +127,12 @@ class DifferentiableScore:
         if x.is_complex():
             parts = self(torch.cat((x.real, x.imag)), sigma)
             return torch.complex(parts[: x.shape[0]], parts[x.shape[0] :])
-        model = getattr(self.prior, "model", None)
-        num_points = getattr(self.prior, "num_points", None)
-        if not isinstance(model, PoGMDM) or num_points is None:
+        if not isinstance(self.prior, TabulatedPoGMDM):
             return self.prior.score(x, sigma)
-        if sigma not in self._tables:
-            with torch.no_grad():
-                nodes_per_std = getattr(self.prior, "nodes_per_std", None)
-                level = torch.tensor([sigma], dtype=x.dtype)
-                self._tables[sigma] = model.tables(level, num_points, nodes_per_std)
-        levels = torch.full((x.shape[0],), sigma, dtype=x.dtype)
-        group = torch.zeros(x.shape[0], dtype=torch.long)
-        return model.score_tabulated(x, levels, self._tables[sigma], group)  # type: ignore[arg-type]
+        tables = self.prior.table_for(float(sigma), x.device, x.dtype)
+        levels = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+        group = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.prior.model.score_tabulated(x, levels, tables, group)
 
 
 def unrolled_posterior_mean(
