@@ -25,7 +25,7 @@ as well):
   readout pair, which knows the adjacent pixels' own errors, only just reaches it.
 
 Prints a Markdown table and writes ``docs/figures/calibration.png`` (mean, |error| and 2 std on
-one logarithmic colour scale, 0.01 to 10 % of the reference maximum, so that a map far below or
+one logarithmic colour scale, 0.01 to 30 % of the reference maximum, so that a map far below or
 above the error still shows its structure, and the calibration curves).
 """
 
@@ -52,7 +52,7 @@ from recon_core.recon.config import config_from_mapping, load_preset  # noqa: E4
 
 FIGURE = REPO / "docs" / "figures" / "calibration.png"
 K_GRID = np.linspace(0.0, 4.0, 41)
-MAP_SCALE_PERCENT = (0.01, 10.0)  # one log colour scale for |error| and 2 std, % of the reference maximum
+MAP_SCALE_PERCENT = (0.01, 30.0)  # one log colour scale for |error| and 2 std, % of the reference maximum
 
 
 @dataclasses.dataclass
@@ -136,7 +136,7 @@ def save_figure(results: dict[str, dict[str, Calibration]], reference: np.ndarra
 
     rows = [(key, preset) for key, by_preset in results.items() for preset in by_preset]
     figure, axes = plt.subplots(
-        len(rows), 4, figsize=(12.0, 2.6 * len(rows)), squeeze=False, gridspec_kw={"wspace": 0.45}
+        len(rows), 4, figsize=(12.0, 3.0 * len(rows)), squeeze=False, gridspec_kw={"wspace": 0.45}
     )
     peak = float(reference.max())
     percent = 100.0 / peak  # maps shown in % of the reference maximum
