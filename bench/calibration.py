@@ -127,7 +127,10 @@ def markdown_table(results: dict[str, dict[str, Calibration]]) -> str:
     return "\n".join(lines)
 
 
-def save_figure(results: dict[str, dict[str, Calibration]], reference: np.ndarray, path: Path) -> None:
+def save_figure(
+    results: dict[str, dict[str, Calibration]], reference: np.ndarray, support: np.ndarray, path: Path
+) -> None:
+    """The figure of the module docstring; ``support`` is the object mask the maps are shown on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +146,6 @@ def save_figure(results: dict[str, dict[str, Calibration]], reference: np.ndarra
     low, high = MAP_SCALE_PERCENT
     scale = LogNorm(vmin=low, vmax=high)
     colours = matplotlib.colormaps["magma"].with_extremes(bad="black")  # black: outside the object
-    support = object_support(reference)
 
     def on_object(values: np.ndarray) -> np.ndarray:
         return np.where(support, np.clip(percent * values, low, high), np.nan)
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(markdown_table(results))
     if args.figure:
-        save_figure(results, reference, Path(args.figure))
+        save_figure(results, reference, support, Path(args.figure))
         print(f"figure: {args.figure}")
     if args.json is not None:
         payload = {
